@@ -1,0 +1,1 @@
+"""LatentAvatar for nerfstudio."""

@@ -1,0 +1,83 @@
+"""Full-image datamanager that serves batches of frames (the paper trains on 2 images a step)."""
+
+from __future__ import annotations
+
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Dict, List, Literal, Tuple, Type
+
+import torch
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+from rich.progress import track
+
+from latentavatar_ns.data.dataparser import LatentAvatarDataParserConfig
+from latentavatar_ns.data.dataset import LatentAvatarDataset
+
+
+@dataclass
+class LatentAvatarDataManagerConfig(FullImageDatamanagerConfig):
+    _target: Type = field(default_factory=lambda: LatentAvatarDataManager)
+    dataparser: LatentAvatarDataParserConfig = field(default_factory=LatentAvatarDataParserConfig)
+    images_per_batch: int = 2
+    """Frames per training step (each with its own expression code)."""
+    encoder_crop_size: int = 128
+    """Side of the face crop fed to the expression encoder."""
+    cache_images: Literal["cpu", "gpu"] = "gpu"
+    """Keep decoded frames on the training device ("gpu") or in host memory ("cpu")."""
+    cache_images_type: Literal["uint8", "float32"] = "uint8"
+    """uint8 keeps 4x more frames in memory; they are converted per batch."""
+
+
+class LatentAvatarDataManager(FullImageDatamanager[LatentAvatarDataset]):
+    config: LatentAvatarDataManagerConfig
+
+    def create_train_dataset(self) -> LatentAvatarDataset:
+        return LatentAvatarDataset(self.train_dataparser_outputs, crop_size=self.config.encoder_crop_size)
+
+    def create_eval_dataset(self) -> LatentAvatarDataset:
+        outputs = self.dataparser.get_dataparser_outputs(split=self.test_split)
+        return LatentAvatarDataset(outputs, crop_size=self.config.encoder_crop_size)
+
+    def _load_images(self, split: Literal["train", "eval"], cache_images_device: Literal["cpu", "gpu"]) -> List[Dict]:
+        dataset = self.train_dataset if split == "train" else self.eval_dataset
+        with ThreadPoolExecutor(max_workers=self.config.max_thread_workers or 4) as pool:
+            items = list(track(pool.map(lambda i: dataset.get_data(i, self.config.cache_images_type), range(len(dataset))),
+                               total=len(dataset), description=f"Loading {split} frames", transient=True))
+        CONSOLE.log(f"Loaded {len(items)} {split} frames")
+        device = self.device if cache_images_device == "gpu" else "cpu"
+        pin = cache_images_device == "cpu" and torch.cuda.is_available()
+        for item in items:
+            for key in ("image", "mask", "encoder_crop"):
+                item[key] = item[key].pin_memory() if pin else item[key].to(device)
+        if split == "train":
+            self.train_cameras = self.train_dataset.cameras.to(device)
+        return items
+
+    @cached_property
+    def _train_stack(self) -> Dict[str, torch.Tensor]:
+        return {key: torch.stack([item[key] for item in self.cached_train])
+                for key in ("image", "mask", "encoder_crop")}
+
+    def next_train(self, step: int) -> Tuple[Cameras, Dict]:
+        """``images_per_batch`` frames, each seen once per epoch, as a batched camera and stacked tensors."""
+        indices = []
+        for _ in range(min(self.config.images_per_batch, len(self.train_dataset))):
+            indices.append(self.train_unseen_cameras.pop(0))
+            if not self.train_unseen_cameras:
+                self.train_unseen_cameras = self.sample_train_cameras()
+        idx = torch.tensor(indices, dtype=torch.long)
+        stack = self._train_stack
+        batch = {key: value[idx.to(value.device)].to(self.device) for key, value in stack.items()}
+        batch["image_idx"] = idx.to(self.device)
+        batch["code_idx"] = self.train_dataset.code_idx[idx].to(self.device)
+        cameras = self.train_cameras[idx.to(self.train_cameras.device)].to(self.device)
+        return cameras, batch
+
+    def next_eval_image(self, step: int) -> Tuple[Cameras, Dict]:
+        image_idx = random.choice(range(len(self.eval_dataset)))
+        data = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in self.cached_eval[image_idx].items()}
+        return self.eval_dataset.cameras[image_idx : image_idx + 1].to(self.device), data

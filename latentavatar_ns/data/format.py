@@ -1,0 +1,285 @@
+"""The on-disk dataset format: the official LatentAvatar layout plus our ``camera.json``.
+
+::
+
+    <dataset>/camera.json              optional: intrinsics, world-to-camera, image size
+    <dataset>/train/img_00000.jpg      RGB frame
+    <dataset>/train/mask_00000.jpg     foreground matte ("img" -> "mask"; png also fine)
+    <dataset>/train/params_00000.npz   pose (1,6) axis-angle + translation, scale (1,)
+    <dataset>/eval/...                 held-out frames, same naming
+
+A canonical head point ``x`` appears in the world at ``R @ (S * x) + T``. Cameras are OpenCV
+(x right, y down, looking down +z). This module is pure numpy so that every tool that reads or
+writes datasets (dataparser, synthetic heads, video preprocessing) shares one definition.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+SPLITS = ("train", "eval")
+CAMERA_FILE = "camera.json"
+
+# The official release's fixed camera, for 512 px frames.
+OFFICIAL_SIZE = 512
+OFFICIAL_FOCAL = 5000.0
+OFFICIAL_W2C = np.array(
+    [[1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 4.0], [0.0, 0.0, 0.0, 1.0]]
+)
+# The official canonical head box (x, y, z minima then maxima).
+OFFICIAL_BOX = ((-1.5, -1.8, -1.9), (1.5, 1.8, 1.1))
+
+_FRAME_RE = re.compile(r"^img_(\d+)$")
+
+
+class DatasetError(ValueError):
+    """Bad dataset input. The message names the file and the problem, on one line."""
+
+
+@dataclass
+class CameraSpec:
+    """A pinhole camera in OpenCV convention, shared by all frames unless a frame overrides K."""
+
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    world_to_camera: np.ndarray = field(default_factory=lambda: OFFICIAL_W2C.copy())
+    """4x4 world-to-camera matrix (OpenCV)."""
+
+    @classmethod
+    def official(cls, width: int, height: Optional[int] = None) -> "CameraSpec":
+        """The official camera scaled to an image size (focal and centre scale with the width)."""
+        height = width if height is None else height
+        s = width / OFFICIAL_SIZE
+        return cls(width, height, OFFICIAL_FOCAL * s, OFFICIAL_FOCAL * s, width / 2.0, height / 2.0)
+
+    @property
+    def K(self) -> np.ndarray:
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    def to_json(self) -> Dict:
+        return {
+            "width": int(self.width),
+            "height": int(self.height),
+            "fx": float(self.fx),
+            "fy": float(self.fy),
+            "cx": float(self.cx),
+            "cy": float(self.cy),
+            "world_to_camera": np.asarray(self.world_to_camera, dtype=float).tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Dict, path: Path) -> "CameraSpec":
+        try:
+            w2c = np.asarray(data.get("world_to_camera", OFFICIAL_W2C), dtype=np.float64)
+            spec = cls(int(data["width"]), int(data["height"]), float(data["fx"]), float(data["fy"]),
+                       float(data["cx"]), float(data["cy"]), w2c)
+        except (KeyError, TypeError, ValueError) as err:
+            raise DatasetError(f"{path}: camera file is malformed ({err!r}); expected keys width, height, "
+                               "fx, fy, cx, cy and optionally world_to_camera (4x4)") from None
+        if spec.world_to_camera.shape != (4, 4) or not np.all(np.isfinite(spec.world_to_camera)):
+            raise DatasetError(f"{path}: world_to_camera must be a finite 4x4 matrix")
+        if spec.width <= 0 or spec.height <= 0 or spec.fx <= 0 or spec.fy <= 0:
+            raise DatasetError(f"{path}: image size and focal lengths must be positive")
+        return spec
+
+    def rescaled(self, width: int, height: int) -> "CameraSpec":
+        sx, sy = width / self.width, height / self.height
+        return CameraSpec(width, height, self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy,
+                          self.world_to_camera.copy())
+
+
+def read_camera(dataset_dir: Path, image_width: int, image_height: int) -> CameraSpec:
+    """``camera.json`` if present (rescaled to the images if they differ), else the official camera."""
+    path = Path(dataset_dir) / CAMERA_FILE
+    if not path.exists():
+        return CameraSpec.official(image_width, image_height)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DatasetError(f"{path}: cannot read camera file ({err})") from None
+    spec = CameraSpec.from_json(data, path)
+    if (spec.width, spec.height) != (image_width, image_height):
+        spec = spec.rescaled(image_width, image_height)
+    return spec
+
+
+def write_camera(dataset_dir: Path, spec: CameraSpec) -> None:
+    path = Path(dataset_dir) / CAMERA_FILE
+    path.write_text(json.dumps(spec.to_json(), indent=2))
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-frame parameters
+
+
+@dataclass
+class FrameParams:
+    """What a ``params_XXXXX.npz`` holds. Only pose and scale are required."""
+
+    pose: np.ndarray
+    """(6,) axis-angle rotation (3) then translation (3)."""
+    scale: float
+    intrinsics: Optional[np.ndarray] = None
+    """(3, 3) per-frame K, overriding camera.json (e.g. per-frame crops of a video)."""
+    crop_affine: Optional[np.ndarray] = None
+    """(2, 3) affine mapping image pixels to normalised encoder-crop coordinates in [0, 1]."""
+    extra: Dict[str, np.ndarray] = field(default_factory=dict)
+    """Anything else stored (landmarks, ground-truth expression, view id, ...)."""
+
+
+def load_params(path: Path) -> FrameParams:
+    """Read and validate one params file; errors name the file and the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: params file is missing")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: np.asarray(npz[k]) for k in npz.files}
+    except Exception as err:  # zipfile, pickle and value errors all mean "unreadable"
+        raise DatasetError(f"{path}: cannot read params file ({type(err).__name__}: {err})") from None
+    for key in ("pose", "scale"):
+        if key not in data:
+            raise DatasetError(f"{path}: params file has no '{key}' key (found: {sorted(data)})")
+    pose = data.pop("pose").astype(np.float64)
+    scale = data.pop("scale").astype(np.float64)
+    if pose.size != 6:
+        raise DatasetError(f"{path}: 'pose' must have 6 values (axis-angle, translation), got shape {pose.shape}")
+    if scale.size != 1:
+        raise DatasetError(f"{path}: 'scale' must have 1 value, got shape {scale.shape}")
+    pose = pose.reshape(6)
+    scale_value = float(scale.reshape(()))
+    if not np.all(np.isfinite(pose)) or not np.isfinite(scale_value):
+        raise DatasetError(f"{path}: 'pose' or 'scale' is not finite")
+    if scale_value <= 0:
+        raise DatasetError(f"{path}: 'scale' must be positive, got {scale_value}")
+    intrinsics = data.pop("intrinsics", None)
+    if intrinsics is not None:
+        intrinsics = intrinsics.astype(np.float64)
+        if intrinsics.shape != (3, 3) or not np.all(np.isfinite(intrinsics)) or intrinsics[0, 0] <= 0:
+            raise DatasetError(f"{path}: 'intrinsics' must be a finite 3x3 matrix with positive focal length")
+    crop = data.pop("crop_affine", None)
+    if crop is not None:
+        crop = crop.astype(np.float64)
+        if crop.shape != (2, 3) or not np.all(np.isfinite(crop)):
+            raise DatasetError(f"{path}: 'crop_affine' must be a finite 2x3 matrix, got shape {crop.shape}")
+    return FrameParams(pose=pose, scale=scale_value, intrinsics=intrinsics, crop_affine=crop, extra=data)
+
+
+def save_params(path: Path, params: FrameParams) -> None:
+    arrays: Dict[str, np.ndarray] = {
+        "pose": np.asarray(params.pose, dtype=np.float32).reshape(1, 6),
+        "scale": np.asarray([params.scale], dtype=np.float32),
+    }
+    if params.intrinsics is not None:
+        arrays["intrinsics"] = np.asarray(params.intrinsics, dtype=np.float32)
+    if params.crop_affine is not None:
+        arrays["crop_affine"] = np.asarray(params.crop_affine, dtype=np.float32)
+    arrays.update({k: np.asarray(v) for k, v in params.extra.items()})
+    np.savez(path, **arrays)
+
+
+# ----------------------------------------------------------------------------------------------
+# Frames on disk
+
+
+@dataclass
+class FrameFiles:
+    index: int
+    image: Path
+    mask: Path
+    params: Path
+
+
+def list_frames(split_dir: Path) -> List[FrameFiles]:
+    """The frames of one split, sorted by index; the mask and params paths may not exist."""
+    split_dir = Path(split_dir)
+    frames = []
+    for path in sorted(split_dir.iterdir()):
+        match = _FRAME_RE.match(path.stem)
+        if match is None or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        idx = match.group(1)
+        mask = next((m for m in (split_dir / f"mask_{idx}{s}" for s in (path.suffix, *IMAGE_SUFFIXES))
+                     if m.exists()), split_dir / f"mask_{idx}{path.suffix}")
+        frames.append(FrameFiles(int(idx), path, mask, split_dir / f"params_{idx}.npz"))
+    return frames
+
+
+def frame_paths(split_dir: Path, index: int, image_suffix: str = ".jpg") -> FrameFiles:
+    """Where a writer puts frame ``index`` (masks are written as png to keep them exact)."""
+    split_dir = Path(split_dir)
+    stem = f"{index:05d}"
+    return FrameFiles(index, split_dir / f"img_{stem}{image_suffix}", split_dir / f"mask_{stem}.png",
+                      split_dir / f"params_{stem}.npz")
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry
+
+
+def axis_angle_to_matrix(rotvec: np.ndarray) -> np.ndarray:
+    """Rodrigues' formula for one (3,) axis-angle vector."""
+    rotvec = np.asarray(rotvec, dtype=np.float64)
+    angle = float(np.linalg.norm(rotvec))
+    if angle < 1e-12:
+        return np.eye(3)
+    k = rotvec / angle
+    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + np.sin(angle) * kx + (1.0 - np.cos(angle)) * kx @ kx
+
+
+def matrix_to_axis_angle(rot: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`axis_angle_to_matrix` (angles in [0, pi))."""
+    cos = np.clip((np.trace(rot) - 1.0) / 2.0, -1.0, 1.0)
+    angle = np.arccos(cos)
+    if angle < 1e-9:
+        return np.zeros(3)
+    axis = np.array([rot[2, 1] - rot[1, 2], rot[0, 2] - rot[2, 0], rot[1, 0] - rot[0, 1]])
+    return axis / (2.0 * np.sin(angle)) * angle
+
+
+def head_to_world(pose: np.ndarray, scale: float) -> np.ndarray:
+    """4x4 similarity taking canonical head points to the world: x -> R (S x) + T."""
+    m = np.eye(4)
+    m[:3, :3] = axis_angle_to_matrix(pose[:3]) * scale
+    m[:3, 3] = pose[3:6]
+    return m
+
+
+def canonical_camera_to_world(world_to_camera: np.ndarray, pose: np.ndarray, scale: float) -> np.ndarray:
+    """Fold a frame's head pose into its camera: the 3x4 camera-to-canonical matrix (OpenCV axes).
+
+    A world point x_w is canonical R^T (x_w - T) / S, so the camera centre c moves to R^T (c - T) / S
+    and its axes rotate by R^T. Lengths shrink by S, which the caller applies to near/far.
+    """
+    rot = axis_angle_to_matrix(pose[:3])
+    c2w = np.linalg.inv(world_to_camera)
+    out = np.zeros((3, 4))
+    out[:, :3] = rot.T @ c2w[:3, :3]
+    out[:, 3] = rot.T @ (c2w[:3, 3] - pose[3:6]) / scale
+    return out
+
+
+def opencv_to_opengl(c2w: np.ndarray) -> np.ndarray:
+    """nerfstudio cameras look down -z with y up: flip the y and z axes of an OpenCV pose."""
+    out = np.array(c2w, dtype=np.float64, copy=True)
+    out[:3, 1:3] *= -1.0
+    return out
+
+
+def project_points(points_world: np.ndarray, world_to_camera: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(N, 3) world points to (N, 2) pixel coordinates (pixel centres at +0.5)."""
+    cam = points_world @ world_to_camera[:3, :3].T + world_to_camera[:3, 3]
+    uv = cam @ K.T
+    return uv[:, :2] / uv[:, 2:3]

@@ -1,0 +1,91 @@
+"""StyleGAN2-style tri-plane generator: the whole tri-plane is a function of the code theta."""
+
+from __future__ import annotations
+
+import math
+from typing import List, Sequence
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+
+
+class ModulatedConv2d(nn.Module):
+    """Convolution whose weights are scaled per sample by a style, then demodulated.
+
+    Runs as one grouped convolution over the batch (each sample its own weights), which is how
+    StyleGAN2 keeps per-sample modulation cheap.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, style_dim: int, demodulate: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.affine = nn.Linear(style_dim, cin)
+        nn.init.zeros_(self.affine.weight)
+        nn.init.ones_(self.affine.bias)  # start as an unmodulated conv
+        self.scale = 1.0 / math.sqrt(cin * kernel * kernel)
+        self.demodulate = demodulate
+        self.padding = kernel // 2
+
+    def forward(self, x: Float[Tensor, "B Cin H W"], style: Float[Tensor, "B S"]) -> Float[Tensor, "B Cout H W"]:
+        b, cin, h, w = x.shape
+        s = self.affine(style)  # (B, Cin)
+        weight = self.weight[None] * self.scale * s[:, None, :, None, None]  # (B, Cout, Cin, k, k)
+        if self.demodulate:
+            weight = weight * torch.rsqrt(weight.pow(2).sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
+        cout = weight.shape[1]
+        out = F.conv2d(x.reshape(1, b * cin, h, w), weight.reshape(b * cout, cin, *weight.shape[3:]),
+                       padding=self.padding, groups=b)
+        return out.reshape(b, cout, h, w) + self.bias[None, :, None, None]
+
+
+class GeneratorBlock(nn.Module):
+    """Optional 2x upsampling, then two modulated 3x3 convs with LeakyReLU."""
+
+    def __init__(self, cin: int, cout: int, style_dim: int, upsample: bool):
+        super().__init__()
+        self.upsample = upsample
+        self.conv1 = ModulatedConv2d(cin, cout, 3, style_dim)
+        self.conv2 = ModulatedConv2d(cout, cout, 3, style_dim)
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        x = F.leaky_relu(self.conv1(x, style), 0.2)
+        return F.leaky_relu(self.conv2(x, style), 0.2) * math.sqrt(2.0)
+
+
+class TriplaneGenerator(nn.Module):
+    """theta -> 4x4 transposed-conv start -> modulated conv blocks -> three feature planes.
+
+    ``channels[i]`` is the width of the block at resolution ``4 * 2**i``; the last block's output is
+    projected by an undemodulated 1x1 modulated conv to 3 x ``plane_channels`` channels.
+    """
+
+    def __init__(
+        self,
+        style_dim: int = 128,
+        channels: Sequence[int] = (256, 256, 256, 256, 256, 192, 96),
+        plane_channels: int = 32,
+    ):
+        super().__init__()
+        self.start = nn.ConvTranspose2d(style_dim, channels[0], kernel_size=4)
+        blocks: List[GeneratorBlock] = []
+        cin = channels[0]
+        for i, cout in enumerate(channels):
+            blocks.append(GeneratorBlock(cin, cout, style_dim, upsample=i > 0))
+            cin = cout
+        self.blocks = nn.ModuleList(blocks)
+        self.to_planes = ModulatedConv2d(cin, 3 * plane_channels, 1, style_dim, demodulate=False)
+        self.plane_channels = plane_channels
+        self.resolution = 4 * 2 ** (len(channels) - 1)
+
+    def forward(self, theta: Float[Tensor, "B S"]) -> Float[Tensor, "B 3 C R R"]:
+        x = F.leaky_relu(self.start(theta[:, :, None, None]), 0.2)
+        for block in self.blocks:
+            x = block(x, theta)
+        planes = self.to_planes(x, theta)
+        b, _, r, _ = planes.shape
+        return planes.reshape(b, 3, self.plane_channels, r, r)

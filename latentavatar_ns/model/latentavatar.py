@@ -1,0 +1,266 @@
+"""The LatentAvatar model: face crop -> expression code -> tri-plane -> volume render -> super-resolution."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils import colormaps
+from torch import Tensor, nn
+from torchmetrics.functional import structural_similarity_index_measure
+
+from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
+from latentavatar_ns.model.field import TriplaneField
+from latentavatar_ns.model.generator import TriplaneGenerator
+from latentavatar_ns.model.lpips import load_lpips
+from latentavatar_ns.model.rendering import VolumeRenderer
+from latentavatar_ns.model.superres import SuperResolution
+
+
+@dataclass
+class LatentAvatarModelConfig(ModelConfig):
+    """Defaults are the paper-faithful configuration (DESIGN.md section 5)."""
+
+    _target: Type = field(default_factory=lambda: LatentAvatarModel)
+    encoder_crop_size: int = 128
+    """Side of the face crop the expression encoder sees."""
+    encoder_channels: Tuple[int, ...] = (32, 64, 128, 256)
+    """Widths of the encoder's stride-2 convs."""
+    code_dim: int = 256
+    """Expression code size (the encoder's output)."""
+    theta_dim: int = 128
+    """Person-specific code size (the mapping MLP's output, the generator's style)."""
+    encoder_noise_std: float = 0.05
+    """Gaussian noise added to the crop in training, so the code ignores pixel noise."""
+    generator_channels: Tuple[int, ...] = (256, 256, 256, 256, 256, 192, 96)
+    """Generator block widths at resolutions 4, 8, ...; the last block sets the plane resolution."""
+    plane_channels: int = 32
+    """Features per plane."""
+    field_hidden_dim: int = 128
+    """Hidden width of the density and feature MLPs."""
+    feature_dim: int = 32
+    """Rendered feature channels (the first three are the low-res RGB)."""
+    render_resolution: int = 128
+    """Side of the volume-rendered image for a square output of ``render_resolution * sr_scale``."""
+    num_samples: int = 64
+    """Samples per ray inside the canonical box."""
+    density_noise_std: float = 0.1
+    """Noise on raw density in training (discourages semi-transparent fog)."""
+    sr_scale: int = 4
+    """Super-resolution factor: output side / rendered side."""
+    sr_width: int = 64
+    """Width of the super-resolution U-Net's first level."""
+    rgb_loss_weight: float = 1.0
+    """L1 on the high-resolution image."""
+    low_res_loss_weight: float = 1.0
+    """L1 on the rendered RGB against the area-downsampled image."""
+    mask_loss_weight: float = 0.1
+    """MSE between the rendered accumulation and the matte."""
+    lpips_loss_weight: float = 0.1
+    """LPIPS-VGG on the high-resolution image (skipped with a warning when the weights are absent)."""
+    eval_lpips: bool = True
+    """Report LPIPS in eval when the weights are present."""
+
+
+class LatentAvatarModel(Model):
+    config: LatentAvatarModelConfig
+
+    def populate_modules(self):
+        super().populate_modules()
+        cfg = self.config
+        self.encoder = ExpressionEncoder(cfg.encoder_crop_size, cfg.encoder_channels, cfg.code_dim)
+        self.mapping = MappingMLP(cfg.code_dim, cfg.code_dim, cfg.theta_dim)
+        self.generator = TriplaneGenerator(cfg.theta_dim, cfg.generator_channels, cfg.plane_channels)
+        self.field = TriplaneField(cfg.plane_channels, cfg.field_hidden_dim, cfg.feature_dim)
+        self.renderer = VolumeRenderer(self.scene_box, cfg.num_samples)
+        self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale)
+        metadata = self.kwargs.get("metadata", {})
+        num_codes = int(metadata.get("num_train_frames", self.num_train_data)) + int(metadata.get("num_eval_frames", 0))
+        self.num_train_frames = int(metadata.get("num_train_frames", self.num_train_data))
+        # Every frame's expression code: train frames as last used in training, eval frames as last
+        # encoded. A caller with only a camera (viewer, ns-render) renders a stored frame's expression.
+        self.register_buffer("frame_codes", torch.zeros(num_codes, cfg.code_dim))
+        background = metadata.get("background_color", torch.ones(3))
+        self.register_buffer("background", torch.as_tensor(background, dtype=torch.float32).clone())
+        self.lpips = load_lpips("vgg") if (cfg.lpips_loss_weight > 0 or cfg.eval_lpips) else None
+        self._plane_cache: Optional[Tuple[Tensor, Tensor]] = None
+
+    def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:
+        return {
+            "encoder": list(self.encoder.parameters()) + list(self.mapping.parameters()),
+            "triplane": list(self.generator.parameters()) + list(self.field.parameters()),
+            "superres": list(self.superres.parameters()),
+        }
+
+    # ------------------------------------------------------------------------------------------
+    # Codes
+
+    def encode(self, crops: Float[Tensor, "B 3 S S"]) -> Float[Tensor, "B D"]:
+        crops = crops.float()
+        if crops.shape[-1] != self.config.encoder_crop_size:
+            crops = F.interpolate(crops, size=self.config.encoder_crop_size, mode="area")
+        if self.training and self.config.encoder_noise_std > 0:
+            crops = crops + torch.randn_like(crops) * self.config.encoder_noise_std
+        return self.encoder(crops)
+
+    def stored_code(self, cameras: Cameras) -> Float[Tensor, "B D"]:
+        """The code of the frame a camera stands for: its own index, a training camera, or a time."""
+        b = cameras.shape[0]
+        meta = cameras.metadata or {}
+        if "code_idx" in meta:
+            idx = torch.as_tensor(meta["code_idx"], device=self.device).reshape(-1)
+        elif "cam_idx" in meta:
+            idx = torch.as_tensor(meta["cam_idx"], device=self.device).reshape(-1)
+        elif cameras.times is not None:
+            idx = (cameras.times.reshape(-1).to(self.device) * (self.num_train_frames - 1)).round().long()
+        else:
+            idx = torch.zeros(1, dtype=torch.long, device=self.device)
+        idx = idx.clamp(0, self.frame_codes.shape[0] - 1).expand(b) if idx.numel() == 1 else idx
+        return self.frame_codes[idx]
+
+    def triplanes(self, code: Float[Tensor, "B D"]) -> Float[Tensor, "B 3 C R R"]:
+        """Generator output; reused outside training while the code does not change (viewer, fixed expression)."""
+        if not self.training and self._plane_cache is not None and torch.equal(self._plane_cache[0], code):
+            return self._plane_cache[1]
+        planes = self.generator(self.mapping(code))
+        if not self.training:
+            self._plane_cache = (code.detach().clone(), planes.detach())
+        return planes
+
+    # ------------------------------------------------------------------------------------------
+    # Rendering
+
+    def forward(self, cameras: Cameras, batch: Optional[Dict] = None) -> Dict[str, Tensor]:  # type: ignore[override]
+        return self.get_outputs(cameras, batch)
+
+    def get_outputs(self, cameras: Cameras, batch: Optional[Dict] = None) -> Dict[str, Tensor]:  # type: ignore[override]
+        """Batched outputs: ``rgb`` (B, H, W, 3) at the camera's resolution and low-res maps.
+
+        With ``encoder_crop`` in the batch the code comes from the image (training, held-out
+        frames); otherwise from the stored code of the frame the camera stands for.
+        """
+        if cameras.shape == ():
+            cameras = cameras.reshape((1,))
+        cameras = cameras.to(self.device)
+        batch = _batched(batch)
+        if batch is not None and "encoder_crop" in batch:
+            code = self.encode(batch["encoder_crop"].to(self.device))
+            if "code_idx" in batch:
+                self.frame_codes[torch.as_tensor(batch["code_idx"], device=self.device).reshape(-1)] = code.detach()
+        else:
+            code = self.stored_code(cameras)
+        planes = self.triplanes(code)
+        return self.render(planes, cameras)
+
+    def render(self, planes: Float[Tensor, "B 3 C R R"], cameras: Cameras) -> Dict[str, Tensor]:
+        """Volume-render the low-res feature map, then super-resolve to the camera's resolution."""
+        height, width = int(cameras.height[0]), int(cameras.width[0])
+        scale = self.config.sr_scale
+        low_h, low_w = max(2 * round(height / scale / 2), 2), max(2 * round(width / scale / 2), 2)
+        low_cams = _resized(cameras, low_h, low_w)
+        out = self.renderer(self.field, planes, low_cams, self.background,
+                            self.config.density_noise_std if self.training else 0.0)
+        rgb = self.superres(out["features"])
+        if rgb.shape[-2:] != (height, width):
+            rgb = F.interpolate(rgb, size=(height, width), mode="bilinear", align_corners=False)
+        return {
+            "rgb": rgb.permute(0, 2, 3, 1),
+            "rgb_low": out["features"][:, :3].permute(0, 2, 3, 1),
+            "accumulation_low": out["accumulation"],
+            "depth_low": out["depth"],
+        }
+
+    @torch.no_grad()
+    def get_outputs_for_camera(self, camera: Cameras, obb_box=None, batch: Optional[Dict] = None) -> Dict[str, Tensor]:
+        """One image at the camera's resolution, with depth and accumulation for the viewer."""
+        out = self.get_outputs(camera[0:1] if camera.shape != () else camera, batch)
+        height, width = out["rgb"].shape[1:3]
+        full = {}
+        for key in ("accumulation_low", "depth_low"):
+            full[key.replace("_low", "")] = F.interpolate(out[key].permute(0, 3, 1, 2), size=(height, width),
+                                                          mode="bilinear", align_corners=False).permute(0, 2, 3, 1)[0]
+        return {"rgb": out["rgb"][0].clamp(0.0, 1.0), "rgb_low": out["rgb_low"][0], **full}
+
+    # ------------------------------------------------------------------------------------------
+    # Losses and metrics
+
+    def _targets(self, outputs: Dict[str, Tensor], batch: Dict) -> Tuple[Tensor, Tensor, Tensor]:
+        image = _as_float_image(batch["image"].to(self.device))
+        if image.ndim == 3:
+            image = image[None]
+        low_hw = outputs["rgb_low"].shape[1:3]
+        image_low = F.interpolate(image.permute(0, 3, 1, 2), size=low_hw, mode="area").permute(0, 2, 3, 1)
+        mask = batch["mask"].to(self.device).float()
+        mask = mask[None] if mask.ndim == 3 else mask
+        mask_low = F.interpolate(mask.permute(0, 3, 1, 2), size=low_hw, mode="area").permute(0, 2, 3, 1)
+        return image, image_low, mask_low
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        image, _, _ = self._targets(outputs, batch)
+        return {"psnr": _psnr(outputs["rgb"].detach(), image)}
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        cfg = self.config
+        image, image_low, mask_low = self._targets(outputs, batch)
+        losses = {
+            "rgb_loss": cfg.rgb_loss_weight * (outputs["rgb"] - image).abs().mean(),
+            "low_res_loss": cfg.low_res_loss_weight * (outputs["rgb_low"] - image_low).abs().mean(),
+            "mask_loss": cfg.mask_loss_weight * F.mse_loss(outputs["accumulation_low"], mask_low),
+        }
+        if cfg.lpips_loss_weight > 0 and self.lpips is not None:
+            losses["lpips_loss"] = cfg.lpips_loss_weight * self.lpips(
+                outputs["rgb"].permute(0, 3, 1, 2), image.permute(0, 3, 1, 2)).mean()
+        return losses
+
+    def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        rgb = outputs["rgb"]
+        image = _as_float_image(batch["image"].to(rgb.device))
+        pred, gt = rgb.permute(2, 0, 1)[None], image.permute(2, 0, 1)[None]
+        metrics = {
+            "psnr": float(_psnr(rgb, image)),
+            "ssim": float(structural_similarity_index_measure(pred, gt, data_range=1.0)),
+        }
+        if self.config.eval_lpips and self.lpips is not None:
+            metrics["lpips"] = float(self.lpips(pred, gt).mean())
+        images = {
+            "img": torch.cat([image, rgb], dim=1),
+            "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
+            "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
+        }
+        return metrics, images
+
+
+def _batched(batch: Optional[Dict]) -> Optional[Dict]:
+    """Single-frame items (eval, ns-render) get a leading batch dimension like training batches."""
+    if batch is None or "encoder_crop" not in batch or batch["encoder_crop"].ndim == 4:
+        return batch
+    out = dict(batch)
+    out["encoder_crop"] = batch["encoder_crop"][None]
+    if "code_idx" in batch:
+        out["code_idx"] = torch.as_tensor(batch["code_idx"]).reshape(1)
+    return out
+
+
+def _resized(cameras: Cameras, height: int, width: int) -> Cameras:
+    """A copy of the cameras rendering the same view at another pixel size."""
+    out = copy.deepcopy(cameras)
+    sx, sy = width / out.width.float(), height / out.height.float()
+    out.fx, out.cx = out.fx * sx, out.cx * sx
+    out.fy, out.cy = out.fy * sy, out.cy * sy
+    out.width = torch.full_like(out.width, width)
+    out.height = torch.full_like(out.height, height)
+    return out
+
+
+def _as_float_image(image: Tensor) -> Tensor:
+    return image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+
+
+def _psnr(pred: Tensor, target: Tensor) -> Tensor:
+    return -10.0 * torch.log10(F.mse_loss(pred.clamp(0, 1), target).clamp_min(1e-10))

@@ -1,0 +1,101 @@
+"""A pipeline that hands the model the frame (not only the camera) in training and in eval.
+
+The expression code comes from the image, so held-out frames are encoded from their own face
+crops; nerfstudio's stock pipeline would pass the camera alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from time import time
+from typing import Any, Dict, Optional, Type
+
+import torch
+import torchvision.utils as vutils
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from rich.progress import track
+
+from latentavatar_ns.data.datamanager import LatentAvatarDataManagerConfig
+from latentavatar_ns.data.dataset import LatentAvatarDataset
+from latentavatar_ns.model.latentavatar import LatentAvatarModel, LatentAvatarModelConfig
+
+
+@dataclass
+class LatentAvatarPipelineConfig(VanillaPipelineConfig):
+    _target: Type = field(default_factory=lambda: LatentAvatarPipeline)
+    datamanager: LatentAvatarDataManagerConfig = field(default_factory=LatentAvatarDataManagerConfig)
+    model: LatentAvatarModelConfig = field(default_factory=LatentAvatarModelConfig)
+
+
+class LatentAvatarPipeline(VanillaPipeline):
+    config: LatentAvatarPipelineConfig
+    _model: LatentAvatarModel
+
+    def get_train_loss_dict(self, step: int):
+        cameras, batch = self.datamanager.next_train(step)
+        outputs = self._model(cameras, batch)
+        metrics = self.model.get_metrics_dict(outputs, batch)
+        return outputs, self.model.get_loss_dict(outputs, batch, metrics), metrics
+
+    def get_eval_loss_dict(self, step: int):
+        self.eval()
+        cameras, batch = self.datamanager.next_eval(step)
+        with torch.no_grad():
+            outputs = self.model(cameras, batch)
+            metrics = self.model.get_metrics_dict(outputs, batch)
+            losses = self.model.get_loss_dict(outputs, batch, metrics)
+        self.train()
+        return outputs, losses, metrics
+
+    def get_eval_image_metrics_and_images(self, step: int):
+        self.eval()
+        camera, batch = self.datamanager.next_eval_image(step)
+        outputs = self.model.get_outputs_for_camera(camera, batch=batch)
+        metrics, images = self.model.get_image_metrics_and_images(outputs, batch)
+        metrics["num_rays"] = int(camera.height * camera.width)
+        self.train()
+        return metrics, images
+
+    def get_average_image_metrics(self, data_loader, image_prefix: str, step: Optional[int] = None,
+                                  output_path: Optional[Path] = None, get_std: bool = False) -> Dict[str, float]:
+        """Mean (and std) of the image metrics over frames, each encoded from its own crop."""
+        self.eval()
+        if output_path is not None:
+            output_path.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for idx, (camera, batch) in enumerate(track(data_loader, description="Evaluating frames", transient=True)):
+            start = time()
+            outputs = self.model.get_outputs_for_camera(camera, batch=batch)
+            metrics, images = self.model.get_image_metrics_and_images(outputs, batch)
+            metrics["fps"] = 1.0 / max(time() - start, 1e-9)
+            rows.append(metrics)
+            if output_path is not None:
+                for key, image in images.items():
+                    vutils.save_image(image.permute(2, 0, 1).cpu(), output_path / f"{image_prefix}_{key}_{idx:04d}.png")
+        result: Dict[str, float] = {}
+        for key in rows[0]:
+            values = torch.tensor([row[key] for row in rows], dtype=torch.float64)
+            result[key] = float(values.mean())
+            if get_std:
+                result[f"{key}_std"] = float(values.std()) if len(rows) > 1 else 0.0
+        self.train()
+        return result
+
+    @torch.no_grad()
+    def encode_frames(self, dataset: LatentAvatarDataset, batch_size: int = 32) -> None:
+        """Encode every frame of a dataset into the model's code table (noise-free, eval mode)."""
+        was_training = self.model.training
+        self.model.eval()
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset.get_data(i) for i in range(start, min(start + batch_size, len(dataset)))]
+            crops = torch.stack([item["encoder_crop"] for item in items]).to(self.device)
+            codes = self.model.encode(crops)
+            self.model.frame_codes[torch.tensor([item["code_idx"] for item in items], device=self.device)] = codes
+        self.model.train(was_training)
+
+    def load_pipeline(self, loaded_state: Dict[str, Any], step: int) -> None:
+        """Load weights, then encode the held-out frames so camera-only renders show their expressions."""
+        super().load_pipeline(loaded_state, step)
+        if self.datamanager.eval_dataset is not None and len(self.datamanager.eval_dataset) > 0:
+            self.encode_frames(self.datamanager.eval_dataset)
