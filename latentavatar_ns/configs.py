@@ -10,7 +10,6 @@ from typing import Dict
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.trainer import TrainerConfig
-from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 from nerfstudio.plugins.types import MethodSpecification
 
 from latentavatar_ns.data.dataparser import LatentAvatarDataParserConfig
@@ -64,9 +63,9 @@ def tiny_config() -> TrainerConfig:
         plane_channels=16,
         field_hidden_dim=64,
         feature_dim=16,
-        render_resolution=32,
         num_samples=32,
         sr_width=32,
+        lpips_loss_weight=0.0,  # VGG would cost five times the whole model per step on a CPU
     )
     config.optimizers = _adam(5e-4)
     return config
@@ -80,9 +79,4 @@ latentavatar = MethodSpecification(
 latentavatar_tiny = MethodSpecification(
     config=tiny_config(),
     description="LatentAvatar scaled down for CPUs, demos and tests (128^2 frames).",
-)
-
-latentavatar_dataparser = DataParserSpecification(
-    config=LatentAvatarDataParserConfig(),
-    description="LatentAvatar dataset layout: train/eval folders of img_, mask_ and params_ files.",
 )

@@ -16,6 +16,7 @@ import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
 from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 from PIL import Image
 
 from latentavatar_ns.data.face_crop import DEFAULT_FACE_CENTER, DEFAULT_FACE_HALF_SIZE, crop_affine_from_pose
@@ -149,3 +150,9 @@ def _image_size(path: Path) -> Tuple[int, int]:
             return img.size
     except Exception as err:
         raise DatasetError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
+
+
+latentavatar_dataparser = DataParserSpecification(
+    config=LatentAvatarDataParserConfig(),
+    description="LatentAvatar dataset layout: train/eval folders of img_, mask_ and params_ files.",
+)

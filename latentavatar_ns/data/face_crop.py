@@ -15,9 +15,9 @@ import numpy as np
 
 from latentavatar_ns.data.format import head_to_world, project_points
 
-DEFAULT_FACE_CENTER = (0.0, -0.2, 1.0)
+DEFAULT_FACE_CENTER = (0.0, -0.25, 0.85)
 """Canonical centre of the face square: between the eyes and the chin, on the face surface."""
-DEFAULT_FACE_HALF_SIZE = 0.95
+DEFAULT_FACE_HALF_SIZE = 1.0
 """Half the side of the face square in canonical units: brows to chin."""
 
 

@@ -46,14 +46,12 @@ class LatentAvatarModelConfig(ModelConfig):
     """Hidden width of the density and feature MLPs."""
     feature_dim: int = 32
     """Rendered feature channels (the first three are the low-res RGB)."""
-    render_resolution: int = 128
-    """Side of the volume-rendered image for a square output of ``render_resolution * sr_scale``."""
     num_samples: int = 64
     """Samples per ray inside the canonical box."""
     density_noise_std: float = 0.1
     """Noise on raw density in training (discourages semi-transparent fog)."""
     sr_scale: int = 4
-    """Super-resolution factor: output side / rendered side."""
+    """Super-resolution factor: rays are rendered at the image size / sr_scale (128^2 for 512^2 frames)."""
     sr_width: int = 64
     """Width of the super-resolution U-Net's first level."""
     rgb_loss_weight: float = 1.0
@@ -88,8 +86,14 @@ class LatentAvatarModel(Model):
         self.register_buffer("frame_codes", torch.zeros(num_codes, cfg.code_dim))
         background = metadata.get("background_color", torch.ones(3))
         self.register_buffer("background", torch.as_tensor(background, dtype=torch.float32).clone())
-        self.lpips = load_lpips("vgg") if (cfg.lpips_loss_weight > 0 or cfg.eval_lpips) else None
+        # Held outside the module tree: a frozen loss network belongs in neither checkpoints nor param groups.
+        self._lpips = (load_lpips("vgg"),) if (cfg.lpips_loss_weight > 0 or cfg.eval_lpips) else (None,)
         self._plane_cache: Optional[Tuple[Tensor, Tensor]] = None
+
+    @property
+    def lpips(self) -> Optional[nn.Module]:
+        net = self._lpips[0]
+        return net.to(self.device) if net is not None else None
 
     def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:
         return {

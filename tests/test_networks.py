@@ -1,0 +1,115 @@
+"""Each network's shapes, the paper's sizes, and the generator's dependence on the code."""
+
+from __future__ import annotations
+
+import torch
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.data.scene_box import SceneBox
+
+from latentavatar_ns.configs import paper_config
+from latentavatar_ns.data.format import OFFICIAL_BOX
+from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
+from latentavatar_ns.model.field import TriplaneField, sample_triplane
+from latentavatar_ns.model.generator import ModulatedConv2d, TriplaneGenerator
+from latentavatar_ns.model.rendering import VolumeRenderer
+from latentavatar_ns.model.superres import SuperResolution
+
+
+def test_encoder_and_mapping_shapes():
+    enc = ExpressionEncoder(128)
+    code = enc(torch.rand(2, 3, 128, 128))
+    assert code.shape == (2, 256)
+    # Per-sample normalisation: zero mean, unit variance.
+    assert torch.allclose(code.mean(1), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(code.std(1), torch.ones(2), atol=1e-3)
+    assert MappingMLP()(code).shape == (2, 128)
+    assert enc.fc.in_features == 256 * 8 * 8
+
+
+def test_paper_generator_makes_3x32x256_planes():
+    gen = TriplaneGenerator()
+    assert gen.resolution == 256
+    with torch.no_grad():
+        planes = gen(torch.randn(1, 128))
+    assert planes.shape == (1, 3, 32, 256, 256)
+
+
+def test_generator_depends_on_the_code():
+    torch.manual_seed(0)
+    gen = TriplaneGenerator(16, channels=(32, 32, 16), plane_channels=4)
+    # Give the styles a non-trivial effect (affine starts at identity modulation).
+    for module in gen.modules():
+        if isinstance(module, ModulatedConv2d):
+            torch.nn.init.normal_(module.affine.weight, std=0.5)
+    theta = torch.randn(2, 16)
+    planes = gen(theta)
+    assert planes.shape == (2, 3, 4, 16, 16)
+    assert not torch.allclose(planes[0], planes[1], atol=1e-4)
+    assert torch.allclose(gen(theta[:1]), planes[:1], atol=1e-5)  # per-sample weights, no batch mixing
+    planes.sum().backward()
+    assert gen.blocks[0].conv1.affine.weight.grad.abs().sum() > 0
+
+
+def test_modulated_conv_matches_plain_conv_for_unit_style():
+    conv = ModulatedConv2d(4, 6, 3, style_dim=8, demodulate=False)
+    x = torch.randn(2, 4, 8, 8)
+    out = conv(x, torch.zeros(2, 8))  # affine weight 0, bias 1: style == 1
+    ref = torch.nn.functional.conv2d(x, conv.weight * conv.scale, conv.bias, padding=1)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_triplane_sampling_sums_the_three_planes():
+    planes = torch.zeros(1, 3, 1, 4, 4)
+    planes[0, 0] = 1.0
+    planes[0, 1] = 2.0
+    planes[0, 2] = 4.0
+    xyz = torch.zeros(1, 5, 3)
+    assert torch.allclose(sample_triplane(planes, xyz), torch.full((1, 5, 1), 7.0))
+
+
+def test_field_shapes_and_box():
+    field = TriplaneField()
+    planes = torch.randn(2, 3, 32, 16, 16)
+    xyz = torch.rand(2, 10, 3) * 2 - 1
+    xyz[:, 0] = 1.5  # outside the box
+    density, h = field.density(planes, xyz)
+    assert density.shape == (2, 10, 1) and (density[:, 0] == 0).all() and (density >= 0).all()
+    feats = field.features(h, torch.nn.functional.normalize(torch.randn(2, 10, 3), dim=-1))
+    assert feats.shape == (2, 10, 32)
+    assert ((feats[..., :3] >= 0) & (feats[..., :3] <= 1)).all()
+    assert field.direction_encoding.get_out_dim() == 27
+
+
+def test_superres_scales_by_four():
+    sr = SuperResolution(32, 16, scale=4)
+    out = sr(torch.randn(1, 32, 16, 16))
+    assert out.shape == (1, 3, 64, 64) and out.min() >= 0 and out.max() <= 1
+
+
+def _camera(size: int) -> Cameras:
+    c2w = torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 10.0]])[None]
+    return Cameras(camera_to_worlds=c2w, fx=size * 2.0, fy=size * 2.0, cx=size / 2, cy=size / 2, width=size, height=size)
+
+
+def test_volume_renderer_composites_background_over_real_samples():
+    box = SceneBox(aabb=torch.tensor(OFFICIAL_BOX))
+    renderer = VolumeRenderer(box, num_samples=16)
+    field = TriplaneField(plane_channels=4, hidden_dim=8, feature_dim=5)
+    empty = torch.zeros(1, 3, 4, 8, 8)
+    torch.nn.init.constant_(field.density_mlp[-1].bias, -30.0)  # no density anywhere
+    out = renderer(field, empty, _camera(8), torch.tensor([0.2, 0.4, 0.6]))
+    assert out["features"].shape == (1, 5, 8, 8)
+    assert out["accumulation"].max() < 1e-6  # the matte is empty, not ~1 as in the official code
+    assert torch.allclose(out["features"][0, :3, 4, 4], torch.tensor([0.2, 0.4, 0.6]), atol=1e-5)
+    torch.nn.init.constant_(field.density_mlp[-1].bias, 5.0)  # dense box
+    out = renderer(field, empty, _camera(8), torch.tensor([0.2, 0.4, 0.6]))
+    assert out["accumulation"][0, 4, 4, 0] > 0.99
+
+
+def test_paper_config_numbers():
+    cfg = paper_config()
+    model = cfg.pipeline.model
+    assert (model.sr_scale, model.num_samples, model.plane_channels) == (4, 64, 32)
+    assert cfg.pipeline.datamanager.images_per_batch == 2
+    assert all(group["optimizer"].lr == 1e-4 for group in cfg.optimizers.values())
+    assert (model.mask_loss_weight, model.lpips_loss_weight) == (0.1, 0.1)
