@@ -5,6 +5,7 @@ Kept light: nerfstudio imports this module for every ``ns-*`` command.
 
 from __future__ import annotations
 
+import sys
 from typing import Dict
 
 from nerfstudio.configs.base_config import ViewerConfig
@@ -14,8 +15,25 @@ from nerfstudio.plugins.types import MethodSpecification
 
 from latentavatar_ns.data.dataparser import LatentAvatarDataParserConfig
 from latentavatar_ns.data.datamanager import LatentAvatarDataManagerConfig
+from latentavatar_ns.data.format import DatasetError
 from latentavatar_ns.model.latentavatar import LatentAvatarModelConfig
 from latentavatar_ns.pipeline import LatentAvatarPipelineConfig
+
+
+def _one_line_dataset_errors() -> None:
+    """Bad input ends an ``ns-*`` command with its one-line message rather than a traceback."""
+    previous = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        if issubclass(exc_type, DatasetError):
+            print(f"error: {exc}", file=sys.stderr)
+        else:
+            previous(exc_type, exc, tb)
+
+    sys.excepthook = hook
+
+
+_one_line_dataset_errors()
 
 
 def _adam(lr: float) -> Dict[str, Dict]:

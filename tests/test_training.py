@@ -1,0 +1,148 @@
+"""Training through nerfstudio's own trainer and CLI: the loss falls, held-out PSNR rises, checkpoints reload."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+import torch
+import yaml
+
+from latentavatar_ns.configs import tiny_config
+
+BIN = Path(sys.executable).parent
+
+
+def run_cli(args: List[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def heldout_psnr(pipeline) -> float:
+    return pipeline.get_average_eval_image_metrics()["psnr"]
+
+
+def test_short_training_loss_falls_and_heldout_psnr_rises(synthetic_dataset: Path, tmp_path: Path):
+    from nerfstudio.engine.trainer import Trainer
+
+    torch.manual_seed(0)
+    config = tiny_config()
+    config.pipeline.datamanager.data = synthetic_dataset
+    config.output_dir = tmp_path
+    config.vis = "tensorboard"
+    config.machine.device_type = "cpu"
+    config.max_num_iterations = 300
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**6
+    config.steps_per_save = 10**6
+    config.set_timestamp()
+    trainer = Trainer(config)
+    trainer.setup()
+    pipeline = trainer.pipeline
+    before = heldout_psnr(pipeline)
+
+    losses = []
+    for step in range(config.max_num_iterations):
+        for optimizer in trainer.optimizers.optimizers.values():
+            optimizer.zero_grad()
+        _, loss_dict, _ = pipeline.get_train_loss_dict(step)
+        loss = sum(loss_dict.values())
+        loss.backward()
+        for optimizer in trainer.optimizers.optimizers.values():
+            optimizer.step()
+        losses.append(float(loss))
+    after = heldout_psnr(pipeline)
+    first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
+    assert last < 0.6 * first, (first, last)
+    assert after > before + 4.0, (before, after)
+    # Codes of every training frame were stored along the way.
+    num_train = pipeline.model.num_train_frames
+    assert (pipeline.model.frame_codes[:num_train].abs().sum(dim=1) > 0).all()
+
+
+@pytest.fixture(scope="module")
+def trained_run(synthetic_dataset: Path, tmp_path_factory) -> Path:
+    """A short real ``ns-train latentavatar-tiny`` run on the CPU; returns its config.yml."""
+    out = tmp_path_factory.mktemp("runs")
+    result = run_cli(["ns-train", "latentavatar-tiny", "--data", str(synthetic_dataset), "--output-dir", str(out),
+                      "--experiment-name", "t", "--timestamp", "a", "--vis", "tensorboard",
+                      "--machine.device-type", "cpu", "--max-num-iterations", "40", "--steps-per-save", "20"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = out / "t" / "latentavatar-tiny" / "a" / "config.yml"
+    assert config.exists()
+    return config
+
+
+def test_ns_train_help_lists_the_methods():
+    result = run_cli(["ns-train", "--help"], timeout=300)
+    assert result.returncode == 0
+    assert "latentavatar-tiny" in result.stdout and "latentavatar " in result.stdout.replace("\n", " ")
+
+
+def test_checkpoint_reloads_with_eval_setup(trained_run: Path):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, pipeline, ckpt, step = eval_setup(trained_run, test_mode="test")
+    assert step == 39 and ckpt.name == "step-000000039.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)  # no numpy objects inside
+    assert not any(key.startswith("_model._lpips") for key in state["pipeline"])
+    # The held-out frames were encoded on load: camera-only renders show their own expressions.
+    model = pipeline.model
+    num_train = model.num_train_frames
+    eval_codes = model.frame_codes[num_train:]
+    assert (eval_codes.abs().sum(dim=1) > 0).all()
+    camera = pipeline.datamanager.eval_dataset.cameras[0:1]
+    item = pipeline.datamanager.eval_dataset.get_data(0)
+    from_camera = model.get_outputs_for_camera(camera)["rgb"]
+    from_image = model.get_outputs_for_camera(camera, batch=item)["rgb"]
+    assert torch.allclose(from_camera, from_image, atol=1e-5)
+    assert from_camera.shape == (64, 64, 3)
+
+
+def test_resume_with_load_dir(trained_run: Path, synthetic_dataset: Path):
+    models = trained_run.parent / "nerfstudio_models"
+    result = run_cli(["ns-train", "latentavatar-tiny", "--data", str(synthetic_dataset), "--output-dir",
+                      str(trained_run.parents[3] / "resumed"), "--experiment-name", "t", "--timestamp", "b",
+                      "--vis", "tensorboard", "--machine.device-type", "cpu", "--max-num-iterations", "50",
+                      "--load-dir", str(models)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = sorted((trained_run.parents[3] / "resumed" / "t" / "latentavatar-tiny" / "b" / "nerfstudio_models").glob("*.ckpt"))
+    assert saved and saved[-1].name == "step-000000049.ckpt"
+    assert "Done loading Nerfstudio checkpoint from" in result.stdout + result.stderr
+
+
+def test_ns_eval_reports_heldout_metrics(trained_run: Path, tmp_path: Path):
+    out = tmp_path / "eval.json"
+    result = run_cli(["ns-eval", "--load-config", str(trained_run), "--output-path", str(out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(out.read_text())["results"]
+    assert {"psnr", "ssim", "lpips"} <= set(metrics) or {"psnr", "ssim"} <= set(metrics)
+    assert 5.0 < metrics["psnr"] < 60.0
+
+
+def test_ns_render_dataset_renders_heldout_frames(trained_run: Path, synthetic_dataset: Path, tmp_path: Path):
+    out = tmp_path / "renders"
+    result = run_cli(["ns-render", "dataset", "--load-config", str(trained_run), "--split", "test",
+                      "--output-path", str(out), "--rendered-output-names", "rgb", "gt-rgb"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    rendered = sorted(out.rglob("*.jpg")) + sorted(out.rglob("*.png"))
+    num_eval = len(list((synthetic_dataset / "eval").glob("img_*")))
+    assert len([p for p in rendered if "gt" not in str(p)]) == num_eval
+
+
+def test_ns_train_bad_data_is_one_line(tmp_path: Path):
+    result = run_cli(["ns-train", "latentavatar-tiny", "--data", str(tmp_path / "missing"), "--output-dir",
+                      str(tmp_path), "--vis", "tensorboard", "--machine.device-type", "cpu"], timeout=300)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'missing'}: dataset folder does not exist"
+
+
+def test_saved_config_is_plain_yaml(trained_run: Path):
+    text = trained_run.read_text()
+    assert "latentavatar-tiny" in text
+    assert yaml.load(text, Loader=yaml.Loader).pipeline.model.sr_scale == 4
