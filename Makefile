@@ -1,0 +1,27 @@
+# One-command set-up: `make demo` and `make test` work from a fresh clone (python3 with venv needed).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/ns-latentavatar-assets fetch
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/ns-latentavatar-demo $(DEMO_ARGS)
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python scripts/bench_quality.py
+
+clean:
+	rm -rf $(VENV) demo_output

@@ -1,0 +1,64 @@
+"""Held-out metrics on the full frame and on the face box: PSNR, SSIM, LPIPS-VGG and LPIPS-Alex."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchmetrics.functional import structural_similarity_index_measure
+
+from latentavatar_ns.model.lpips import load_lpips
+
+
+def face_box(affine: np.ndarray, width: int, height: int) -> Tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) pixel bounds of the encoder's face square in the image, clipped to it."""
+    full = np.vstack([affine, [0.0, 0.0, 1.0]])
+    corners = np.array([[0, 0, 1], [1, 0, 1], [0, 1, 1], [1, 1, 1]], dtype=np.float64)
+    pixels = (np.linalg.inv(full) @ corners.T).T[:, :2]
+    x0, y0 = np.floor(pixels.min(0)).astype(int)
+    x1, y1 = np.ceil(pixels.max(0)).astype(int)
+    return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+
+
+class ImageMetrics:
+    """PSNR, SSIM and LPIPS of (H, W, 3) images in [0, 1]; LPIPS nets load once from the asset cache."""
+
+    def __init__(self, lpips_nets: Sequence[str] = ("vgg", "alex"), required: bool = True,
+                 device: Optional[torch.device] = None):
+        self.lpips = {net: load_lpips(net, required=required, device=device) for net in lpips_nets}
+
+    def __call__(self, pred: torch.Tensor, gt: torch.Tensor) -> Dict[str, float]:
+        p = pred.permute(2, 0, 1)[None].float().clamp(0, 1)
+        g = gt.permute(2, 0, 1)[None].float().to(p.device)
+        out = {
+            "psnr": float(-10.0 * torch.log10(F.mse_loss(p, g).clamp_min(1e-10))),
+            "ssim": float(structural_similarity_index_measure(p, g, data_range=1.0)),
+        }
+        for net, module in self.lpips.items():
+            if module is not None and min(p.shape[-2:]) >= 32:
+                out[f"lpips_{net}"] = float(module.to(p.device)(p, g).mean())
+        return out
+
+
+def mean_metrics(rows: List[Dict[str, float]]) -> Dict[str, float]:
+    return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
+
+
+@torch.no_grad()
+def evaluate_heldout(pipeline, metrics: Optional[ImageMetrics] = None) -> Dict[str, Dict[str, float]]:
+    """Every held-out frame encoded from its own crop and rendered from its own camera."""
+    metrics = metrics or ImageMetrics()
+    dataset = pipeline.datamanager.eval_dataset
+    model = pipeline.model
+    model.eval()
+    full_rows, face_rows = [], []
+    for i in range(len(dataset)):
+        item = dataset.get_data(i)
+        rgb = model.get_outputs_for_camera(dataset.cameras[i : i + 1], batch=item)["rgb"]
+        gt = item["image"].to(rgb.device)
+        full_rows.append(metrics(rgb, gt))
+        x0, y0, x1, y1 = face_box(dataset.crop_affines[i], gt.shape[1], gt.shape[0])
+        face_rows.append(metrics(rgb[y0:y1, x0:x1], gt[y0:y1, x0:x1]))
+    return {"full_frame": mean_metrics(full_rows), "face_box": mean_metrics(face_rows), "frames": len(dataset)}
