@@ -31,11 +31,13 @@ def write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 25.0) -> 
 
 
 def read_video(path: Path) -> np.ndarray:
-    """(N, H, W, 3) uint8 frames."""
-    import mediapy
+    """(N, H, W, 3) uint8 frames (read with imageio-ffmpeg: mediapy's reader passes flags newer ffmpeg dropped)."""
+    import imageio_ffmpeg
 
-    _ffmpeg()
-    return np.asarray(mediapy.read_video(Path(path)))
+    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    meta = next(reader)
+    w, h = meta["size"]
+    return np.stack([np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3) for buf in reader])
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -129,12 +129,19 @@ class LatentAvatarModel(Model):
         return self.frame_codes[idx]
 
     def triplanes(self, code: Float[Tensor, "B D"]) -> Float[Tensor, "B 3 C R R"]:
-        """Generator output; reused outside training while the code does not change (viewer, fixed expression)."""
-        if not self.training and self._plane_cache is not None and torch.equal(self._plane_cache[0], code):
+        """Expression code -> person-specific code theta -> tri-plane."""
+        return self.planes_from_theta(self.mapping(code))
+
+    def planes_from_theta(self, theta: Float[Tensor, "B T"]) -> Float[Tensor, "B 3 C R R"]:
+        """Generator output; reused outside training while theta does not change (viewer, fixed expression).
+
+        Cross-identity reenactment enters here with a theta mapped from another person's shared code.
+        """
+        if not self.training and self._plane_cache is not None and torch.equal(self._plane_cache[0], theta):
             return self._plane_cache[1]
-        planes = self.generator(self.mapping(code))
+        planes = self.generator(theta)
         if not self.training:
-            self._plane_cache = (code.detach().clone(), planes.detach())
+            self._plane_cache = (theta.detach().clone(), planes.detach())
         return planes
 
     # ------------------------------------------------------------------------------------------
