@@ -85,7 +85,7 @@ def tiny_config() -> TrainerConfig:
         sr_width=32,
         lpips_loss_weight=0.0,  # VGG would cost five times the whole model per step on a CPU
     )
-    config.optimizers = _adam(5e-4)
+    config.optimizers = _adam(1e-3)
     return config
 
 

@@ -54,7 +54,7 @@ def test_short_training_loss_falls_and_heldout_psnr_rises(synthetic_dataset: Pat
         loss.backward()
         for optimizer in trainer.optimizers.optimizers.values():
             optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     after = heldout_psnr(pipeline)
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     assert last < 0.6 * first, (first, last)
@@ -137,7 +137,7 @@ def test_ns_render_dataset_renders_heldout_frames(trained_run: Path, synthetic_d
 
 def test_ns_train_bad_data_is_one_line(tmp_path: Path):
     result = run_cli(["ns-train", "latentavatar-tiny", "--data", str(tmp_path / "missing"), "--output-dir",
-                      str(tmp_path), "--vis", "tensorboard", "--machine.device-type", "cpu"], timeout=300)
+                      str(tmp_path / "out"), "--vis", "tensorboard", "--machine.device-type", "cpu"], timeout=300)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'missing'}: dataset folder does not exist"
