@@ -37,9 +37,12 @@ _one_line_dataset_errors()
 
 
 def _adam(lr: float) -> Dict[str, Dict]:
-    # Constant learning rate, no scheduler: the paper's Adam 1e-4, and no numpy floats in checkpoints.
-    return {group: {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-8), "scheduler": None}
-            for group in ("encoder", "triplane", "superres")}
+    # Constant learning rates, no scheduler: the paper's Adam 1e-4, and no numpy floats in checkpoints.
+    # The proposal network's hash grid (sampler "proposal") learns at nerfacto's rate.
+    groups = {group: {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-8), "scheduler": None}
+              for group in ("encoder", "triplane", "superres")}
+    groups["proposal"] = {"optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15), "scheduler": None}
+    return groups
 
 
 def paper_config() -> TrainerConfig:
@@ -83,6 +86,11 @@ def tiny_config() -> TrainerConfig:
         feature_dim=16,
         num_samples=32,
         sr_width=32,
+        num_proposal_samples=32,
+        num_nerf_samples=8,
+        occupancy_resolution=32,
+        occupancy_candidates=64,
+        occupancy_num_codes=8,
         lpips_loss_weight=0.0,  # VGG would cost five times the whole model per step on a CPU
     )
     config.optimizers = _adam(1e-3)

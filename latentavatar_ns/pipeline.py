@@ -14,11 +14,13 @@ from typing import Any, Dict, Optional, Type
 import torch
 import torchvision.utils as vutils
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils.rich_utils import CONSOLE
 from rich.progress import track
 
 from latentavatar_ns.data.datamanager import LatentAvatarDataManagerConfig
 from latentavatar_ns.data.dataset import LatentAvatarDataset
 from latentavatar_ns.model.latentavatar import LatentAvatarModel, LatentAvatarModelConfig
+from latentavatar_ns.model.sampling import OccupancyGrid
 
 
 @dataclass
@@ -95,7 +97,24 @@ class LatentAvatarPipeline(VanillaPipeline):
         self.model.train(was_training)
 
     def load_pipeline(self, loaded_state: Dict[str, Any], step: int) -> None:
-        """Load weights, then encode the held-out frames so camera-only renders show their expressions."""
+        """Load weights, then encode the held-out frames so camera-only renders show their expressions.
+
+        A checkpoint trained with another sampler loads too: the sampler's own state (proposal
+        network, occupancy grid) is kept from this config, and a fresh occupancy grid is filled
+        from the stored codes.
+        """
+        sampler_prefix = "_model.renderer.sampler."
+        own = {k for k in self.state_dict() if k.startswith(sampler_prefix)}
+        theirs = {k for k in loaded_state if k.replace("module.", "", 1).startswith(sampler_prefix)}
+        switched = own != {k.replace("module.", "", 1) for k in theirs}
+        if switched:
+            CONSOLE.print(f"Checkpoint was trained with another sampler than '{self.model.config.sampler}': "
+                          "its sampler state is not loaded.", style="bold yellow")
+            loaded_state = {k: v for k, v in loaded_state.items() if k not in theirs}
+            loaded_state.update({k: v for k, v in self.state_dict().items() if k in own})
         super().load_pipeline(loaded_state, step)
+        if switched and isinstance(self.model.renderer.sampler, OccupancyGrid):
+            for _ in range(4):  # several jittered passes, as training would have made
+                self.model.update_occupancy(step=self.model.config.occupancy_warmup_steps)
         if self.datamanager.eval_dataset is not None and len(self.datamanager.eval_dataset) > 0:
             self.encode_frames(self.datamanager.eval_dataset)

@@ -12,6 +12,7 @@ from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
 from latentavatar_ns.model.field import TriplaneField, sample_triplane
 from latentavatar_ns.model.generator import ModulatedConv2d, TriplaneGenerator
 from latentavatar_ns.model.rendering import VolumeRenderer
+from latentavatar_ns.model.sampling import UniformBoxSampler
 from latentavatar_ns.model.superres import SuperResolution
 
 
@@ -93,7 +94,7 @@ def _camera(size: int) -> Cameras:
 
 def test_volume_renderer_composites_background_over_real_samples():
     box = SceneBox(aabb=torch.tensor(OFFICIAL_BOX))
-    renderer = VolumeRenderer(box, num_samples=16)
+    renderer = VolumeRenderer(box, UniformBoxSampler(16))
     field = TriplaneField(plane_channels=4, hidden_dim=8, feature_dim=5)
     empty = torch.zeros(1, 3, 4, 8, 8)
     torch.nn.init.constant_(field.density_mlp[-1].bias, -30.0)  # no density anywhere
@@ -111,5 +112,5 @@ def test_paper_config_numbers():
     model = cfg.pipeline.model
     assert (model.sr_scale, model.num_samples, model.plane_channels) == (4, 64, 32)
     assert cfg.pipeline.datamanager.images_per_batch == 2
-    assert all(group["optimizer"].lr == 1e-4 for group in cfg.optimizers.values())
+    assert all(cfg.optimizers[g]["optimizer"].lr == 1e-4 for g in ("encoder", "triplane", "superres"))
     assert (model.mask_loss_weight, model.lpips_loss_weight) == (0.1, 0.1)

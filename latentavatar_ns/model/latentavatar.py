@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Type
+from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 from torch import Tensor, nn
@@ -20,6 +21,7 @@ from latentavatar_ns.model.field import TriplaneField
 from latentavatar_ns.model.generator import TriplaneGenerator
 from latentavatar_ns.model.lpips import load_lpips
 from latentavatar_ns.model.rendering import VolumeRenderer
+from latentavatar_ns.model.sampling import OccupancyGrid, ProposalSampler, UniformBoxSampler
 from latentavatar_ns.model.superres import SuperResolution
 
 
@@ -46,8 +48,30 @@ class LatentAvatarModelConfig(ModelConfig):
     """Hidden width of the density and feature MLPs."""
     feature_dim: int = 32
     """Rendered feature channels (the first three are the low-res RGB)."""
+    sampler: Literal["uniform", "proposal", "occupancy"] = "uniform"
+    """Where the field is evaluated: the paper's uniform samples, hash-grid proposal networks, or an occupancy grid."""
     num_samples: int = 64
-    """Samples per ray inside the canonical box."""
+    """uniform: samples per ray inside the canonical box."""
+    num_proposal_samples: int = 64
+    """proposal: samples of the proposal network per ray."""
+    num_nerf_samples: int = 16
+    """proposal: samples of the main field per ray, placed by the proposal network."""
+    proposal_loss_weight: float = 1.0
+    """proposal: weight of the interlevel loss that trains the proposal network."""
+    proposal_hash_max_res: int = 128
+    """proposal: finest resolution of the proposal network's hash grid."""
+    occupancy_resolution: int = 64
+    """occupancy: cells per side of the grid over the canonical box."""
+    occupancy_candidates: int = 128
+    """occupancy: candidate samples per ray before empty cells are culled."""
+    occupancy_update_every: int = 16
+    """occupancy: steps between grid updates."""
+    occupancy_warmup_steps: int = 256
+    """occupancy: the grid stays fully occupied until the field has some shape."""
+    occupancy_num_codes: int = 16
+    """occupancy: training frames' codes whose maximum density each update keeps (conservative over expressions)."""
+    occupancy_threshold: float = 0.01
+    """occupancy: a cell is empty when no sample in it could be more than this opaque."""
     density_noise_std: float = 0.1
     """Noise on raw density in training (discourages semi-transparent fog)."""
     sr_scale: int = 4
@@ -76,7 +100,7 @@ class LatentAvatarModel(Model):
         self.mapping = MappingMLP(cfg.code_dim, cfg.code_dim, cfg.theta_dim)
         self.generator = TriplaneGenerator(cfg.theta_dim, cfg.generator_channels, cfg.plane_channels)
         self.field = TriplaneField(cfg.plane_channels, cfg.field_hidden_dim, cfg.feature_dim)
-        self.renderer = VolumeRenderer(self.scene_box, cfg.num_samples)
+        self.renderer = VolumeRenderer(self.scene_box, make_sampler(cfg, self.scene_box.aabb))
         self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale)
         metadata = self.kwargs.get("metadata", {})
         num_codes = int(metadata.get("num_train_frames", self.num_train_data)) + int(metadata.get("num_eval_frames", 0))
@@ -96,11 +120,44 @@ class LatentAvatarModel(Model):
         return net.to(self.device) if net is not None else None
 
     def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:
-        return {
+        groups = {
             "encoder": list(self.encoder.parameters()) + list(self.mapping.parameters()),
             "triplane": list(self.generator.parameters()) + list(self.field.parameters()),
             "superres": list(self.superres.parameters()),
         }
+        proposal = list(self.renderer.sampler.parameters())
+        if proposal:
+            groups["proposal"] = proposal
+        return groups
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        if not isinstance(self.renderer.sampler, OccupancyGrid):
+            return []
+        return [TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
+                                 update_every_num_iters=self.config.occupancy_update_every,
+                                 func=self.update_occupancy)]
+
+    @torch.no_grad()
+    def update_occupancy(self, step: int) -> None:
+        """Refresh the occupancy grid with the maximum density over several training frames' codes."""
+        grid = self.renderer.sampler
+        if step < self.config.occupancy_warmup_steps:
+            return
+        seen = self.frame_codes[: self.num_train_frames]
+        seen = seen[seen.abs().sum(dim=1) > 0]
+        if len(seen) == 0:
+            return
+        pick = torch.randperm(len(seen), device=seen.device)[: self.config.occupancy_num_codes]
+        was_training = self.training
+        self.eval()
+        planes = self.generator(self.mapping(seen[pick]))
+        self.train(was_training)
+
+        def max_density(points: Tensor) -> Tensor:
+            xyz = self.renderer.normalise(points)[None].expand(len(planes), -1, -1)
+            return self.field.density(planes, xyz)[0][..., 0].amax(dim=0)
+
+        grid.update(max_density)
 
     # ------------------------------------------------------------------------------------------
     # Codes
@@ -185,6 +242,8 @@ class LatentAvatarModel(Model):
             "rgb_low": out["features"][:, :3].permute(0, 2, 3, 1),
             "accumulation_low": out["accumulation"],
             "depth_low": out["depth"],
+            "field_evals_per_ray": out["field_evals_per_ray"],
+            **({"sampler_loss": out["sampler_loss"]} if "sampler_loss" in out else {}),
         }
 
     @torch.no_grad()
@@ -214,7 +273,10 @@ class LatentAvatarModel(Model):
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         image, _, _ = self._targets(outputs, batch)
-        return {"psnr": _psnr(outputs["rgb"].detach(), image)}
+        metrics = {"psnr": _psnr(outputs["rgb"].detach(), image), "field_evals_per_ray": outputs["field_evals_per_ray"]}
+        if isinstance(self.renderer.sampler, OccupancyGrid):
+            metrics["occupied_fraction"] = torch.tensor(self.renderer.sampler.occupied_fraction)
+        return metrics
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         cfg = self.config
@@ -224,6 +286,8 @@ class LatentAvatarModel(Model):
             "low_res_loss": cfg.low_res_loss_weight * (outputs["rgb_low"] - image_low).abs().mean(),
             "mask_loss": cfg.mask_loss_weight * F.mse_loss(outputs["accumulation_low"], mask_low),
         }
+        if "sampler_loss" in outputs:
+            losses["proposal_loss"] = cfg.proposal_loss_weight * outputs["sampler_loss"]
         if cfg.lpips_loss_weight > 0 and self.lpips is not None:
             losses["lpips_loss"] = cfg.lpips_loss_weight * self.lpips(
                 outputs["rgb"].permute(0, 3, 1, 2), image.permute(0, 3, 1, 2)).mean()
@@ -245,6 +309,16 @@ class LatentAvatarModel(Model):
             "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
         }
         return metrics, images
+
+
+def make_sampler(cfg: LatentAvatarModelConfig, aabb: Tensor) -> nn.Module:
+    if cfg.sampler == "uniform":
+        return UniformBoxSampler(cfg.num_samples)
+    if cfg.sampler == "proposal":
+        return ProposalSampler(aabb, cfg.num_proposal_samples, cfg.num_nerf_samples, hash_max_res=cfg.proposal_hash_max_res)
+    if cfg.sampler == "occupancy":
+        return OccupancyGrid(aabb, cfg.occupancy_resolution, cfg.occupancy_candidates, cfg.occupancy_threshold)
+    raise ValueError(f"unknown sampler {cfg.sampler!r}: choose uniform, proposal or occupancy")
 
 
 def _batched(batch: Optional[Dict]) -> Optional[Dict]:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, List
 
 import torch
 from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras
-from nerfstudio.cameras.rays import RayBundle, RaySamples
-from nerfstudio.data.scene_box import SceneBox
-from nerfstudio.model_components.ray_samplers import UniformSampler
+from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.model_components.scene_colliders import AABBBoxCollider
+from nerfstudio.data.scene_box import SceneBox
 from torch import Tensor, nn
 
 from latentavatar_ns.model.field import TriplaneField
+from latentavatar_ns.model.sampling import Samples
 
 
 def camera_rays(cameras: Cameras) -> RayBundle:
@@ -29,16 +29,17 @@ def camera_rays(cameras: Cameras) -> RayBundle:
 
 
 class VolumeRenderer(nn.Module):
-    """Uniform samples inside the canonical box (the paper's sampler), composited over real samples.
+    """Samples rays with a sampler (see ``sampling.py``), evaluates the field, composites over real samples.
 
     The background is composited as ``(1 - accumulation) * background`` so that the accumulation
     is the rendered matte, unlike the official code whose background sample makes it ~1 everywhere.
     """
 
-    def __init__(self, scene_box: SceneBox, num_samples: int = 64):
+    def __init__(self, scene_box: SceneBox, sampler: nn.Module, early_stop_transmittance: float = 1e-3):
         super().__init__()
         self.collider = AABBBoxCollider(scene_box)
-        self.sampler = UniformSampler(num_samples=num_samples)
+        self.sampler = sampler
+        self.early_stop_transmittance = early_stop_transmittance
         self.register_buffer("aabb", scene_box.aabb.clone().float(), persistent=False)
 
     def normalise(self, positions: Tensor) -> Tensor:
@@ -46,8 +47,59 @@ class VolumeRenderer(nn.Module):
         lo, hi = self.aabb[0], self.aabb[1]
         return (positions - lo) / (hi - lo) * 2.0 - 1.0
 
-    def sample(self, rays: RayBundle) -> RaySamples:
+    def sample(self, rays: RayBundle) -> Samples:
         return self.sampler(self.collider(rays))
+
+    def _evaluate(self, field: TriplaneField, planes: Tensor, samples: Samples, density_noise: float, b: int):
+        """Density (rays, S, 1) and features (rays, S, F) with zeros wherever the field is not evaluated."""
+        rs = samples.ray_samples
+        n, s = rs.shape
+        per_image = n // b
+        xyz = self.normalise(rs.frustums.get_positions()).reshape(b, per_image, s, 3)
+        dirs = rs.frustums.directions.reshape(b, per_image, s, 3)
+        mask = (samples.evaluate if samples.evaluate is not None else torch.ones(n, s, dtype=torch.bool,
+                                                                                  device=xyz.device)).reshape(b, per_image, s)
+        chunk = samples.chunk or s
+        densities: List[Tensor] = []
+        features: List[Tensor] = []
+        evaluated = torch.zeros((), device=xyz.device)
+        for start in range(0, s, chunk):
+            sl = slice(start, min(start + chunk, s))
+            chunk_mask = mask[:, :, sl]
+            if densities:  # early ray termination: skip rays already opaque
+                with torch.no_grad():
+                    so_far = torch.cat(densities, dim=2)[..., 0]
+                    deltas = rs.deltas.reshape(b, per_image, s)[:, :, : so_far.shape[2]]
+                    alive = torch.exp(-(so_far * deltas).sum(dim=2)) > self.early_stop_transmittance
+                chunk_mask = chunk_mask & alive[:, :, None]
+            d_chunk = xyz.new_zeros(b, per_image, sl.stop - sl.start, 1)
+            f_chunk = xyz.new_zeros(b, per_image, sl.stop - sl.start, field.feature_dim)
+            for i in range(b):
+                sel = chunk_mask[i]
+                if chunk == s and samples.evaluate is None:  # dense: no gather/scatter
+                    dens, hidden = field.density(planes[i : i + 1], xyz[i : i + 1, :, sl].reshape(1, -1, 3), density_noise)
+                    feat = field.features(hidden, dirs[i : i + 1, :, sl].reshape(1, -1, 3))
+                    d_chunk[i] = dens.reshape(per_image, -1, 1)
+                    f_chunk[i] = feat.reshape(per_image, -1, field.feature_dim)
+                    continue
+                if not bool(sel.any()):
+                    continue
+                dens, hidden = field.density(planes[i : i + 1], xyz[i, :, sl][sel][None], density_noise)
+                feat = field.features(hidden, dirs[i, :, sl][sel][None])
+                d_chunk[i][sel] = dens[0]
+                f_chunk[i][sel] = feat[0]
+            evaluated = evaluated + chunk_mask.sum()
+            densities.append(d_chunk)
+            features.append(f_chunk)
+        density = torch.cat(densities, dim=2).reshape(n, s, 1)
+        feats = torch.cat(features, dim=2).reshape(n, s, -1)
+        return density, feats, evaluated
+
+    def weights(self, field: TriplaneField, planes: Tensor, cameras: Cameras, density_noise: float = 0.0):
+        """Samples of every pixel's ray, their compositing weights (rays, S, 1), features and evaluation count."""
+        samples = self.sample(camera_rays(cameras))
+        density, feats, evaluated = self._evaluate(field, planes, samples, density_noise, planes.shape[0])
+        return samples, samples.ray_samples.get_weights(density), feats, evaluated
 
     def forward(
         self,
@@ -59,22 +111,20 @@ class VolumeRenderer(nn.Module):
     ) -> Dict[str, Tensor]:
         b = planes.shape[0]
         h, w = int(cameras.height[0]), int(cameras.width[0])
-        samples = self.sample(camera_rays(cameras))
-        s = samples.shape[-1]
-        xyz = self.normalise(samples.frustums.get_positions()).reshape(b, h * w * s, 3)
-        dirs = samples.frustums.directions.reshape(b, h * w * s, 3)
-        density, hidden = field.density(planes, xyz, density_noise)
-        feats = field.features(hidden, dirs)
-        weights = samples.get_weights(density.reshape(b * h * w, s, 1))  # (BHW, S, 1)
+        samples, weights, feats, evaluated = self.weights(field, planes, cameras, density_noise)
         acc = weights.sum(dim=1)  # (BHW, 1)
-        feature_map = (weights * feats.reshape(b * h * w, s, -1)).sum(dim=1)
+        feature_map = (weights * feats).sum(dim=1)
         rgb = feature_map[:, :3] + (1.0 - acc) * background.to(feature_map)
         feature_map = torch.cat([rgb, feature_map[:, 3:]], dim=-1)
-        mids = (samples.frustums.starts + samples.frustums.ends) / 2.0
-        depth = (weights * mids).sum(dim=1) / acc.clamp_min(1e-6)
-        return {
+        frustums = samples.ray_samples.frustums
+        depth = (weights * (frustums.starts + frustums.ends) / 2.0).sum(dim=1) / acc.clamp_min(1e-6)
+        out = {
             "features": feature_map.reshape(b, h, w, -1).permute(0, 3, 1, 2),  # (B, F, h, w)
             "accumulation": acc.reshape(b, h, w, 1),
             "depth": depth.reshape(b, h, w, 1),
-            "samples_per_ray": torch.tensor(float(s)),
+            "field_evals_per_ray": evaluated.float() / (b * h * w),
         }
+        sampler_loss = self.sampler.loss(samples, weights)
+        if sampler_loss is not None:
+            out["sampler_loss"] = sampler_loss
+        return out

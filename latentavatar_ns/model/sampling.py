@@ -1,0 +1,160 @@
+"""Where along each ray the tri-plane field is evaluated.
+
+Every sample costs a tri-plane lookup and two MLPs, and with the paper's 64 uniform samples most
+of them land in empty space. Three strategies share one interface:
+
+- ``uniform``: the paper's samples, evenly spaced inside the canonical box;
+- ``proposal``: a small expression-independent hash-grid density (nerfacto-style proposal
+  network, trained with the interlevel loss) places a few samples where the head can be;
+- ``occupancy``: a binary grid over the box, kept conservative over many expressions, culls
+  candidate samples in empty cells; marching stops once a ray is opaque (early termination).
+
+A sampler returns dense (rays, samples) ray samples plus a mask of the samples the main field
+must evaluate; the renderer fills the rest with zero density.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.fields.density_fields import HashMLPDensityField
+from nerfstudio.model_components.losses import interlevel_loss
+from nerfstudio.model_components.ray_samplers import ProposalNetworkSampler, UniformSampler
+from torch import Tensor, nn
+
+
+def tcnn_available() -> bool:
+    try:
+        import tinycudann  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@dataclass
+class Samples:
+    """Samples of one batch of rays and the bookkeeping each strategy needs afterwards."""
+
+    ray_samples: RaySamples
+    """(rays, samples) in canonical space."""
+    evaluate: Optional[Bool[Tensor, "rays samples"]] = None
+    """Samples the main field must evaluate; None means all of them."""
+    chunk: Optional[int] = None
+    """March in chunks of this many samples, dropping rays that became opaque (early termination)."""
+    weights_list: List[Tensor] = field(default_factory=list)
+    ray_samples_list: List[RaySamples] = field(default_factory=list)
+
+
+class UniformBoxSampler(nn.Module):
+    """The paper's sampler: ``num_samples`` evenly spaced (jittered in training) between box entry and exit."""
+
+    def __init__(self, num_samples: int = 64):
+        super().__init__()
+        self.sampler = UniformSampler(num_samples=num_samples)
+
+    def forward(self, rays: RayBundle) -> Samples:
+        return Samples(self.sampler(rays))
+
+    def loss(self, samples: Samples, weights: Tensor) -> Optional[Tensor]:
+        return None
+
+
+class ProposalSampler(nn.Module):
+    """One hash-grid proposal network (tiny-cuda-nn when installed, pure torch otherwise)."""
+
+    def __init__(self, aabb: Tensor, num_proposal_samples: int = 64, num_nerf_samples: int = 16,
+                 hash_levels: int = 5, hash_max_res: int = 128, log2_hashmap_size: int = 17):
+        super().__init__()
+        self.density_field = HashMLPDensityField(
+            aabb.clone(), num_layers=2, hidden_dim=16, num_levels=hash_levels, max_res=hash_max_res,
+            log2_hashmap_size=log2_hashmap_size, implementation="tcnn" if tcnn_available() else "torch")
+        self.sampler = ProposalNetworkSampler(
+            num_proposal_samples_per_ray=(num_proposal_samples,), num_nerf_samples_per_ray=num_nerf_samples,
+            num_proposal_network_iterations=1, single_jitter=False,
+            initial_sampler=UniformSampler(single_jitter=False))
+
+    def forward(self, rays: RayBundle) -> Samples:
+        ray_samples, weights_list, ray_samples_list = self.sampler(rays, density_fns=[self.density_field.density_fn])
+        return Samples(ray_samples, weights_list=weights_list, ray_samples_list=ray_samples_list)
+
+    def loss(self, samples: Samples, weights: Tensor) -> Optional[Tensor]:
+        """Interlevel loss: the proposal's weights must bound the main field's (which are detached)."""
+        if not self.training:
+            return None
+        return interlevel_loss(samples.weights_list + [weights], samples.ray_samples_list + [samples.ray_samples])
+
+
+class OccupancyGrid(nn.Module):
+    """A binary grid over the canonical box that stays conservative over all expressions.
+
+    Each update evaluates the field for several expression codes at every cell's corners and at a
+    jittered inner point, and keeps, per cell, the decayed maximum density over updates; cells
+    whose density could make a sample more than ``threshold`` opaque are occupied, and occupancy
+    is dilated by one cell.
+    """
+
+    def __init__(self, aabb: Tensor, resolution: int = 64, num_candidates: int = 128, threshold: float = 0.01,
+                 decay: float = 0.95, chunk: int = 32):
+        super().__init__()
+        self.resolution = resolution
+        self.threshold = threshold
+        self.decay = decay
+        self.chunk = chunk
+        self.sampler = UniformSampler(num_samples=num_candidates)
+        self.register_buffer("aabb", aabb.clone().float())
+        self.register_buffer("density", torch.full((resolution,) * 3, float("inf")))
+        self.register_buffer("occupied", torch.ones((resolution,) * 3, dtype=torch.bool))
+        diag = float((aabb[1] - aabb[0]).norm())
+        self.step_size = diag / num_candidates
+
+    def cell_of(self, positions: Float[Tensor, "*batch 3"]) -> Tensor:
+        unit = (positions - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
+        return (unit * self.resolution).long().clamp(0, self.resolution - 1)
+
+    def is_occupied(self, positions: Float[Tensor, "*batch 3"]) -> Bool[Tensor, "*batch"]:
+        ijk = self.cell_of(positions)
+        inside = ((positions >= self.aabb[0]) & (positions <= self.aabb[1])).all(dim=-1)
+        return self.occupied[ijk[..., 0], ijk[..., 1], ijk[..., 2]] & inside
+
+    @torch.no_grad()
+    def update(self, density_fn: Callable[[Tensor], Tensor]) -> None:
+        """``density_fn``: canonical points (M, 3) -> (M,) density, the max over several expressions.
+
+        Each cell takes the maximum over its eight corners (a lattice shared with its neighbours)
+        and one jittered inner point, so a density peak anywhere near the cell is seen.
+        """
+        r, device = self.resolution, self.aabb.device
+        extent = self.aabb[1] - self.aabb[0]
+        grid = torch.arange(r + 1, device=device)
+        corners = torch.stack(torch.meshgrid(grid, grid, grid, indexing="ij"), -1).reshape(-1, 3).float() / r
+        corner_density = density_fn(self.aabb[0] + corners * extent).reshape(1, 1, r + 1, r + 1, r + 1)
+        corner_max = F.max_pool3d(corner_density, kernel_size=2, stride=1)[0, 0]  # (r, r, r)
+        cells = torch.stack(torch.meshgrid(*[torch.arange(r, device=device)] * 3, indexing="ij"), -1).reshape(-1, 3)
+        inner = density_fn(self.aabb[0] + (cells + torch.rand(r**3, 3, device=device)) / r * extent).reshape(r, r, r)
+        new = torch.maximum(corner_max, inner)
+        current = torch.where(torch.isinf(self.density), torch.zeros_like(new), self.density)
+        self.density = torch.maximum(current * self.decay, new)
+        alpha = 1.0 - torch.exp(-self.density * self.step_size)
+        occupied = (alpha > self.threshold).float()[None, None]
+        self.occupied = F.max_pool3d(occupied, kernel_size=3, stride=1, padding=1)[0, 0] > 0
+
+    def forward(self, rays: RayBundle) -> Samples:
+        samples = self.sampler(rays)
+        return Samples(samples, evaluate=self.is_occupied(samples.frustums.get_positions()), chunk=self.chunk)
+
+    def loss(self, samples: Samples, weights: Tensor) -> Optional[Tensor]:
+        return None
+
+    @property
+    def occupied_fraction(self) -> float:
+        return float(self.occupied.float().mean())
+
+
+def evaluations_per_ray(mask: Tensor) -> float:
+    return float(mask.sum()) / max(mask.shape[0], 1)
+
