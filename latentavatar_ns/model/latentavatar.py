@@ -103,8 +103,8 @@ class LatentAvatarModel(Model):
         self.renderer = VolumeRenderer(self.scene_box, make_sampler(cfg, self.scene_box.aabb))
         self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale)
         metadata = self.kwargs.get("metadata", {})
-        num_codes = int(metadata.get("num_train_frames", self.num_train_data)) + int(metadata.get("num_eval_frames", 0))
         self.num_train_frames = int(metadata.get("num_train_frames", self.num_train_data))
+        num_codes = self.num_train_frames + int(metadata.get("num_eval_frames", 0))
         # Every frame's expression code: train frames as last used in training, eval frames as last
         # encoded. A caller with only a camera (viewer, ns-render) renders a stored frame's expression.
         self.register_buffer("frame_codes", torch.zeros(num_codes, cfg.code_dim))
@@ -150,7 +150,7 @@ class LatentAvatarModel(Model):
         pick = torch.randperm(len(seen), device=seen.device)[: self.config.occupancy_num_codes]
         was_training = self.training
         self.eval()
-        planes = self.generator(self.mapping(seen[pick]))
+        planes = self.triplanes(seen[pick])
         self.train(was_training)
 
         def max_density(points: Tensor) -> Tensor:
