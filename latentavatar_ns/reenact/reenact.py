@@ -1,0 +1,392 @@
+"""``ns-latentavatar-reenact``: render an avatar making a driver's expressions (and head motion).
+
+    ns-latentavatar-reenact --load-config RUN/config.yml --ynet ynet/anna-bob --driving data/bob --output-path out.mp4
+
+For every driving frame: face crop -> Y-network shared encoder -> mapping -> the avatar's theta
+-> ``model.planes_from_theta`` -> ``model.render(planes, camera)``. ``--self`` uses the avatar's
+own encoder and mapping instead (self-reenactment on its held-out frames by default; with
+``--driving`` another person, the no-Y-network baseline).
+
+Head pose: ``follow`` (default) moves the avatar's head as the driver moves: each frame's rotation
+and translation relative to the driver's mean (over its train frames), applied to the avatar's
+mean pose, with the driver's head size normalised to the avatar's. The camera is the avatar's
+(camera.json and image size), so the video looks like the avatar's footage. ``fixed`` keeps the
+head frontal; ``--camera-path`` renders along a camera path exported by the viewer's render panel.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, List, Literal, Optional, Sequence, Tuple
+
+import numpy as np
+import tyro
+from typing_extensions import Annotated
+
+from latentavatar_ns.data.format import DatasetError
+from latentavatar_ns.reenact.inputs import ReenactError, check_dataset_dir, check_file, check_new_file
+
+if TYPE_CHECKING:
+    import torch
+    from nerfstudio.cameras.cameras import Cameras
+
+    from latentavatar_ns.data.dataparser import LatentAvatarDataParser
+    from latentavatar_ns.data.dataset import LatentAvatarDataset
+    from latentavatar_ns.data.format import CameraSpec, FrameParams
+    from latentavatar_ns.reenact.avatar import Avatar
+
+
+@dataclass
+class ReenactConfig:
+    """Drive a trained avatar with another person's face (or its own held-out frames with --self) and write a video."""
+
+    load_config: Path
+    """The avatar: config.yml of an ns-train latentavatar run."""
+    output_path: Path
+    """The video to write (mp4)."""
+    ynet: Optional[Path] = None
+    """Y-network trained for this avatar and the driver (ns-latentavatar-ynet's output folder or a checkpoint)."""
+    driving: Optional[Path] = None
+    """The driver's dataset folder (make one from a video with ns-latentavatar-process); with --self: the avatar's own."""
+    self_reenact: Annotated[bool, tyro.conf.arg(name="self")] = False
+    """Drive through the avatar's own encoder and mapping, no Y-network (self-reenactment)."""
+    split: Optional[Literal["train", "eval", "all"]] = None
+    """Driving frames: train, eval or all (train then eval). Default: all, or eval (held-out frames) with --self
+    on the avatar's own dataset."""
+    pose: Literal["follow", "fixed"] = "follow"
+    """follow: the avatar's head moves as the driver's (relative to the driver's mean pose); fixed: frontal."""
+    camera_path: Optional[Path] = None
+    """A camera path JSON from the viewer's render panel, spread over the driving frames (novel views)."""
+    side_by_side: bool = False
+    """Put the driving frame left of the avatar."""
+    smooth: int = 1
+    """Temporal smoothing window (frames) for the expression codes and head poses; 1 = none."""
+    frames_dir: Optional[Path] = None
+    """Also write every output frame as a PNG here."""
+    fps: float = 25.0
+    """Frame rate of the video."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Rendering device (auto: cuda when available)."""
+    overwrite: bool = False
+    """Replace an existing output video (and PNG frames)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Head poses
+
+
+@dataclass
+class HeadPoses:
+    """Per-frame head rotations (N, 3, 3), translations (N, 3) and scales (N,)."""
+
+    rotations: np.ndarray
+    translations: np.ndarray
+    scales: np.ndarray
+
+    @classmethod
+    def from_params(cls, params: Sequence["FrameParams"]) -> "HeadPoses":
+        from latentavatar_ns.data.format import axis_angle_to_matrix
+
+        return cls(np.stack([axis_angle_to_matrix(p.pose[:3]) for p in params]),
+                   np.stack([p.pose[3:6] for p in params]), np.array([p.scale for p in params], dtype=np.float64))
+
+    def __len__(self) -> int:
+        return len(self.scales)
+
+    def mean(self) -> Tuple[np.ndarray, np.ndarray, float]:
+        """Mean rotation (the chordal mean, projected back onto rotations), translation and scale."""
+        return project_rotations(self.rotations.mean(axis=0)[None])[0], self.translations.mean(axis=0), \
+            float(self.scales.mean())
+
+    def smoothed(self, window: int) -> "HeadPoses":
+        flat = moving_average(self.rotations.reshape(len(self), 9), window).reshape(-1, 3, 3)
+        return HeadPoses(project_rotations(flat), moving_average(self.translations, window),
+                         moving_average(self.scales[:, None], window)[:, 0])
+
+    def pose_vectors(self) -> np.ndarray:
+        """(N, 6) axis-angle + translation, as in params files."""
+        from latentavatar_ns.data.format import matrix_to_axis_angle
+
+        return np.concatenate([np.stack([matrix_to_axis_angle(r) for r in self.rotations]), self.translations], 1)
+
+
+def follow_poses(driver: HeadPoses, driver_mean: Tuple, avatar_mean: Tuple) -> HeadPoses:
+    """The driver's motion relative to its own mean pose, applied to the avatar's mean pose.
+
+    Rotation ``R_i R_drv^T R_ava``; translation ``t_ava + (t_i - t_drv) s_ava / s_drv``; scale
+    ``s_i s_ava / s_drv``: the driver's head size is normalised to the avatar's.
+    """
+    (r_drv, t_drv, s_drv), (r_ava, t_ava, s_ava) = driver_mean, avatar_mean
+    ratio = s_ava / s_drv
+    return HeadPoses(driver.rotations @ (r_drv.T @ r_ava), t_ava + (driver.translations - t_drv) * ratio,
+                     driver.scales * ratio)
+
+
+def project_rotations(matrices: np.ndarray) -> np.ndarray:
+    """Nearest rotation matrices (SVD) to (N, 3, 3) matrices."""
+    u, _, vt = np.linalg.svd(matrices)
+    det = np.sign(np.linalg.det(u @ vt))
+    u[:, :, -1] *= det[:, None]
+    return u @ vt
+
+
+def moving_average(values, window: int):
+    """Centred moving average over the first axis (numpy array or torch tensor); shorter at the ends."""
+    n = len(values)
+    if window <= 1 or n < 2:
+        return values
+    half = window // 2
+    out = [values[max(0, i - half):min(n, i + window - half)].mean(0) for i in range(n)]
+    if isinstance(values, np.ndarray):
+        return np.stack(out)
+    import torch
+
+    return torch.stack(out)
+
+
+def pose_cameras(camera: "CameraSpec", poses: HeadPoses) -> "Cameras":
+    """nerfstudio cameras in canonical head space: the dataset camera with each head pose folded in."""
+    import torch
+    from nerfstudio.cameras.cameras import Cameras, CameraType
+
+    from latentavatar_ns.data.format import canonical_camera_to_world, opencv_to_opengl
+
+    c2ws = [opencv_to_opengl(canonical_camera_to_world(camera.world_to_camera, pose, float(scale)))
+            for pose, scale in zip(poses.pose_vectors(), poses.scales)]
+    n = len(c2ws)
+    full = lambda v: torch.full((n, 1), float(v))  # noqa: E731
+    return Cameras(camera_to_worlds=torch.tensor(np.stack(c2ws), dtype=torch.float32), fx=full(camera.fx),
+                   fy=full(camera.fy), cx=full(camera.cx), cy=full(camera.cy),
+                   width=torch.full((n, 1), int(camera.width), dtype=torch.int64),
+                   height=torch.full((n, 1), int(camera.height), dtype=torch.int64), camera_type=CameraType.PERSPECTIVE)
+
+
+# ----------------------------------------------------------------------------------------------
+# Driving frames
+
+
+@dataclass
+class Driver:
+    """The driving frames: datasets (in order), their face crops, head poses and the driver's mean pose."""
+
+    datasets: List["LatentAvatarDataset"]
+    crops: "torch.Tensor"
+    """(N, 3, S, S) uint8 encoder crops."""
+    poses: HeadPoses
+    mean: Tuple[np.ndarray, np.ndarray, float]
+    """The driver's mean head pose over its train frames."""
+
+    def __len__(self) -> int:
+        return len(self.poses)
+
+    def _locate(self, index: int) -> Tuple["LatentAvatarDataset", int]:
+        for dataset in self.datasets:
+            if index < len(dataset):
+                return dataset, index
+            index -= len(dataset)
+        raise IndexError(index)
+
+    def item(self, index: int) -> dict:
+        """Frame ``index``: ``image`` (composited on the background), ``mask``, ``encoder_crop``."""
+        dataset, i = self._locate(index)
+        return dataset.get_data(i)
+
+    def crop_affine(self, index: int) -> np.ndarray:
+        dataset, i = self._locate(index)
+        return dataset.crop_affines[i]
+
+
+def load_driver(parser: "LatentAvatarDataParser", split: str, crop_size: int) -> Driver:
+    from latentavatar_ns.reenact.avatar import load_crops, open_splits
+
+    datasets = open_splits(parser, split, crop_size)
+    names = ["train", "eval"] if split == "all" else [split]
+    params = [p for name in names for p in parser.parse_split(name).params]
+    return Driver(datasets, load_crops(datasets, crop_size), HeadPoses.from_params(params),
+                  HeadPoses.from_params(parser.parse_split("train").params).mean())
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering
+
+
+class Reenactor:
+    """A trained avatar ready to render from thetas and cameras."""
+
+    def __init__(self, avatar: "Avatar", device: Optional[str] = None):
+        import torch
+
+        from latentavatar_ns.reenact.avatar import build_pipeline
+
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.avatar = avatar.to(self.device)
+        self.pipeline = build_pipeline(avatar, self.device)
+        self.model = self.pipeline.model
+        self.parser = self.pipeline.datamanager.dataparser
+
+    @property
+    def crop_size(self) -> int:
+        return self.model.config.encoder_crop_size
+
+    def camera(self) -> "CameraSpec":
+        """The avatar's dataset camera (camera.json, image size)."""
+        return self.parser.parse_split("train").camera
+
+    def avatar_mean(self) -> Tuple[np.ndarray, np.ndarray, float]:
+        return HeadPoses.from_params(self.parser.parse_split("train").params).mean()
+
+    def driver(self, data: Path, split: str) -> Driver:
+        """Another dataset's frames, cropped with the avatar's crop geometry."""
+        from latentavatar_ns.reenact.avatar import parser_for
+
+        parser = self.parser if Path(data).resolve() == Path(self.parser.config.data).resolve() else \
+            parser_for(self.avatar.parser_config, data)
+        return load_driver(parser, split, self.crop_size)
+
+    def own_thetas(self, crops) -> "torch.Tensor":
+        """The avatar's own encoder and mapping (self-reenactment, or the no-Y-network baseline)."""
+        return self.avatar.theta(crops)
+
+    def ynet_thetas(self, ynet, crops, batch_size: int = 64) -> "torch.Tensor":
+        """Shared encoder -> mapping: the avatar's theta for another person's crops."""
+        import torch
+
+        from latentavatar_ns.reenact.avatar import to_float
+
+        ynet = ynet.to(self.device).eval()
+        with torch.no_grad():
+            return torch.cat([ynet.theta(to_float(crops[s:s + batch_size]).to(self.device))
+                              for s in range(0, len(crops), batch_size)])
+
+    def follow_cameras(self, driver: Driver, smooth: int = 1) -> "Cameras":
+        poses = follow_poses(driver.poses, driver.mean, self.avatar_mean())
+        return pose_cameras(self.camera(), poses.smoothed(smooth))
+
+    def fixed_cameras(self, count: int) -> "Cameras":
+        from latentavatar_ns.views import frontal_camera
+
+        import torch
+
+        return frontal_camera(self.parser)[torch.zeros(count, dtype=torch.long)]
+
+    def render(self, theta: "torch.Tensor", camera: "Cameras") -> "torch.Tensor":
+        """(H, W, 3) image in [0, 1] of one theta (T,) from one camera."""
+        import torch
+
+        with torch.no_grad():
+            camera = camera.reshape((1,)) if camera.shape == () else camera[:1]
+            planes = self.model.planes_from_theta(theta.reshape(1, -1).to(self.device))
+            return self.model.render(planes, camera.to(self.device))["rgb"][0].clamp(0.0, 1.0)
+
+
+def camera_path_cameras(path: Path, count: int) -> "Cameras":
+    """A viewer camera path, one camera per driving frame (the path is stretched over the frames)."""
+    from nerfstudio.cameras.camera_paths import get_path_from_json
+
+    try:
+        cameras = get_path_from_json(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+        raise ReenactError(f"{path}: cannot read camera path ({type(err).__name__}: {err}); export one from the "
+                           "viewer's render panel") from None
+    k = cameras.shape[0]
+    if k == 0:
+        raise ReenactError(f"{path}: camera path has no cameras")
+    import torch
+
+    return cameras[torch.linspace(0, k - 1, count).round().long()]
+
+
+def _side_by_side(driver_image: np.ndarray, render: np.ndarray) -> np.ndarray:
+    import cv2
+
+    h = render.shape[0]
+    if driver_image.shape[0] != h:
+        w = max(int(round(driver_image.shape[1] * h / driver_image.shape[0])), 1)
+        driver_image = cv2.resize(driver_image, (w, h), interpolation=cv2.INTER_AREA)
+    return np.concatenate([driver_image, render], axis=1)
+
+
+def reenact(cfg: ReenactConfig) -> Tuple[Path, int]:
+    """Write the reenactment video; returns its path and the number of frames."""
+    output = check_new_file(cfg.output_path, cfg.overwrite)
+    check_file(cfg.load_config, "avatar config")
+    frames_dir = Path(cfg.frames_dir) if cfg.frames_dir is not None else None
+    if frames_dir is not None and frames_dir.exists() and any(frames_dir.iterdir()) and not cfg.overwrite:
+        raise ReenactError(f"{frames_dir} already holds files; pass --overwrite to replace them")
+    if cfg.self_reenact and cfg.ynet is not None:
+        raise ReenactError("pass either --ynet (cross-identity) or --self (the avatar's own encoder), not both")
+    if not cfg.self_reenact:
+        if cfg.ynet is None:
+            raise ReenactError("--ynet is required (a Y-network from ns-latentavatar-ynet), or pass --self")
+        if not Path(cfg.ynet).exists():
+            raise ReenactError(f"{cfg.ynet}: Y-network not found")
+        check_dataset_dir(cfg.driving, "driving dataset")
+    elif cfg.driving is not None:
+        check_dataset_dir(cfg.driving, "driving dataset")
+    if cfg.camera_path is not None:
+        check_file(cfg.camera_path, "camera path")
+    if cfg.smooth < 1:
+        raise ReenactError(f"--smooth must be at least 1 frame, got {cfg.smooth}")
+
+    from rich.progress import track
+
+    from latentavatar_ns.reenact.avatar import load_avatar
+    from latentavatar_ns.reenact.train_ynet import check_avatar_match, load_ynet
+    from latentavatar_ns.video import to_uint8, write_video
+
+    avatar = load_avatar(cfg.load_config)
+    ynet = None
+    if not cfg.self_reenact:
+        ynet, data = load_ynet(cfg.ynet)
+        check_avatar_match(avatar.fingerprint(), data, cfg.load_config)
+    device = None if cfg.device == "auto" else cfg.device
+    reenactor = Reenactor(avatar, device)
+    driving = Path(cfg.driving) if cfg.driving is not None else avatar.data_dir
+    own_data = cfg.driving is None
+    split = cfg.split or ("eval" if own_data else "all")
+    driver = reenactor.driver(driving, split)
+
+    thetas = reenactor.own_thetas(driver.crops) if ynet is None else reenactor.ynet_thetas(ynet, driver.crops)
+    thetas = moving_average(thetas, cfg.smooth)
+    n = len(driver)
+    if cfg.camera_path is not None:
+        cameras = camera_path_cameras(cfg.camera_path, n)
+    elif cfg.pose == "fixed":
+        cameras = reenactor.fixed_cameras(n)
+    else:
+        cameras = reenactor.follow_cameras(driver, cfg.smooth)
+
+    if frames_dir is not None:
+        if frames_dir.exists():
+            shutil.rmtree(frames_dir)
+        frames_dir.mkdir(parents=True)
+    from PIL import Image
+
+    frames = []
+    for i in track(range(n), description="Reenacting", transient=True):
+        image = reenactor.render(thetas[i], cameras[i:i + 1]).cpu().numpy()
+        if cfg.side_by_side:
+            image = _side_by_side(driver.item(i)["image"].numpy(), image)
+        image = to_uint8(image)
+        frames.append(image)
+        if frames_dir is not None:
+            Image.fromarray(image).save(frames_dir / f"frame_{i:05d}.png")
+    write_video(output, frames, fps=cfg.fps)
+    return output, n
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    cfg = tyro.cli(ReenactConfig, args=argv)
+    try:
+        output, count = reenact(cfg)
+    except (ReenactError, DatasetError) as err:
+        sys.exit(f"error: {err}")
+    print(f"Wrote {output} ({count} frames)")
+
+
+if __name__ == "__main__":
+    main()
