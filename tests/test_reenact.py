@@ -273,12 +273,18 @@ def test_bad_command_lines_fail_with_one_line(avatar_run: Path, actor_dataset: P
     clip.write_bytes(b"\x00" * 64)
     existing = tmp_path / "existing.mp4"
     existing.write_bytes(b"\x00")
+    user_dir = tmp_path / "mine"
+    user_dir.mkdir()
+    (user_dir / "notes.txt").write_text("keep")
     cases = [
         (["ns-latentavatar-reenact", "--load-config", str(avatar_run), "--ynet", str(tmp_path), "--driving",
           str(clip), "--output-path", str(tmp_path / "o.mp4")],
          f"error: {clip}: driving dataset is a video file; run ns-latentavatar-process on it first"),
         (["ns-latentavatar-reenact", "--load-config", str(avatar_run), "--self", "--output-path", str(existing)],
          f"error: {existing} already exists; pass --overwrite to replace it"),
+        (["ns-latentavatar-reenact", "--load-config", str(avatar_run), "--self", "--output-path",
+          str(tmp_path / "o.mp4"), "--frames-dir", str(user_dir)],
+         f"error: {user_dir} already holds files; pass --overwrite to replace them"),
         (["ns-latentavatar-reenact", "--load-config", str(tmp_path / "missing.yml"), "--self", "--output-path",
           str(tmp_path / "o.mp4")], f"error: {tmp_path / 'missing.yml'}: avatar config not found"),
         (["ns-latentavatar-ynet", "--load-config", str(avatar_run), "--actor-data", str(clip), "--output-dir",
@@ -290,4 +296,4 @@ def test_bad_command_lines_fail_with_one_line(avatar_run: Path, actor_dataset: P
         assert "Traceback" not in result.stderr
         lines = result.stderr.strip().splitlines()
         assert lines[-1].startswith(expected), (args[0], result.stderr[-2000:])
-    assert existing.read_bytes() == b"\x00"
+    assert existing.read_bytes() == b"\x00" and (user_dir / "notes.txt").read_text() == "keep"

@@ -17,7 +17,6 @@ head frontal; ``--camera-path`` renders along a camera path exported by the view
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +65,7 @@ class ReenactConfig:
     smooth: int = 1
     """Temporal smoothing window (frames) for the expression codes and head poses; 1 = none."""
     frames_dir: Optional[Path] = None
-    """Also write every output frame as a PNG here."""
+    """Also write every output frame as a PNG here (frame_00000.png, ...)."""
     fps: float = 25.0
     """Frame rate of the video."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -243,9 +242,7 @@ class Reenactor:
         """Another dataset's frames, cropped with the avatar's crop geometry."""
         from latentavatar_ns.reenact.avatar import parser_for
 
-        parser = self.parser if Path(data).resolve() == Path(self.parser.config.data).resolve() else \
-            parser_for(self.avatar.parser_config, data)
-        return load_driver(parser, split, self.crop_size)
+        return load_driver(parser_for(self.avatar.parser_config, data), split, self.crop_size)
 
     def own_thetas(self, crops) -> "torch.Tensor":
         """The avatar's own encoder and mapping (self-reenactment, or the no-Y-network baseline)."""
@@ -319,13 +316,11 @@ def reenact(cfg: ReenactConfig) -> Tuple[Path, int]:
         raise ReenactError(f"{frames_dir} already holds files; pass --overwrite to replace them")
     if cfg.self_reenact and cfg.ynet is not None:
         raise ReenactError("pass either --ynet (cross-identity) or --self (the avatar's own encoder), not both")
-    if not cfg.self_reenact:
-        if cfg.ynet is None:
-            raise ReenactError("--ynet is required (a Y-network from ns-latentavatar-ynet), or pass --self")
-        if not Path(cfg.ynet).exists():
-            raise ReenactError(f"{cfg.ynet}: Y-network not found")
-        check_dataset_dir(cfg.driving, "driving dataset")
-    elif cfg.driving is not None:
+    if not cfg.self_reenact and cfg.ynet is None:
+        raise ReenactError("--ynet is required (a Y-network from ns-latentavatar-ynet), or pass --self")
+    if cfg.ynet is not None and not Path(cfg.ynet).exists():
+        raise ReenactError(f"{cfg.ynet}: Y-network not found")
+    if cfg.driving is not None or not cfg.self_reenact:
         check_dataset_dir(cfg.driving, "driving dataset")
     if cfg.camera_path is not None:
         check_file(cfg.camera_path, "camera path")
@@ -345,10 +340,10 @@ def reenact(cfg: ReenactConfig) -> Tuple[Path, int]:
         check_avatar_match(avatar.fingerprint(), data, cfg.load_config)
     device = None if cfg.device == "auto" else cfg.device
     reenactor = Reenactor(avatar, device)
-    driving = Path(cfg.driving) if cfg.driving is not None else avatar.data_dir
-    own_data = cfg.driving is None
-    split = cfg.split or ("eval" if own_data else "all")
-    driver = reenactor.driver(driving, split)
+    if cfg.driving is None:  # --self on the avatar's own footage: its held-out frames by default
+        driver = reenactor.driver(avatar.data_dir, cfg.split or "eval")
+    else:
+        driver = reenactor.driver(cfg.driving, cfg.split or "all")
 
     thetas = reenactor.own_thetas(driver.crops) if ynet is None else reenactor.ynet_thetas(ynet, driver.crops)
     thetas = moving_average(thetas, cfg.smooth)
@@ -361,9 +356,9 @@ def reenact(cfg: ReenactConfig) -> Tuple[Path, int]:
         cameras = reenactor.follow_cameras(driver, cfg.smooth)
 
     if frames_dir is not None:
-        if frames_dir.exists():
-            shutil.rmtree(frames_dir)
-        frames_dir.mkdir(parents=True)
+        frames_dir.mkdir(parents=True, exist_ok=True)
+        for old in frames_dir.glob("frame_*.png"):
+            old.unlink()
     from PIL import Image
 
     frames = []
