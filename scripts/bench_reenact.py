@@ -1,0 +1,196 @@
+"""Cross-identity reenactment benchmark on synthetic heads with exact ground truth.
+
+    python scripts/bench_reenact.py [--avatar-iterations 2500] [--ynet-steps 2000] [--device cpu]
+
+Person A (identity 0) is the avatar, person B (identity 1) the actor. A is trained with the real
+``ns-train latentavatar-tiny``, then the Y-network for (A, B). The ground truth of "A making B's
+expressions with B's head motion" is rendered by the synthetic head generator
+(``make_dataset(identity=0, drive_from=B)``). On B's held-out frames, A is rendered with its head
+following B's (normalised as ``ns-latentavatar-reenact`` does) and compared with that ground truth:
+
+1. ``ynet``: B's crops -> Y-network shared encoder -> mapping -> A's theta (the method);
+2. ``direct``: B's crops straight into A's own encoder and mapping (no Y-network);
+3. ``self``: A's own held-out frames through its own encoder, from its own cameras (upper bound);
+
+plus ``mean_theta``: A's mean theta over its training frames for every frame (no expression
+transfer at all), and ``ynet`` / ``direct`` from the ground-truth cameras (pose normalisation
+taken out). Metrics: PSNR, SSIM, LPIPS (VGG, Alex) on the full frame and on the face box, and an
+expression error that needs no rendering: the avatar training frame whose theta is nearest to
+the predicted one, and the mean absolute difference between its ground-truth expression
+parameters and the driver's (references: the best training frame, and the mean expression).
+Writes ``bench/reenact.json`` and ``bench/reenact_examples.png`` (columns: B, ground truth, ynet, direct).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+import tyro
+from PIL import Image
+
+from latentavatar_ns.data.synthetic import make_dataset
+from latentavatar_ns.demo import train
+from latentavatar_ns.evaluation import ImageMetrics, face_box, mean_metrics
+from latentavatar_ns.reenact.avatar import load_avatar, open_splits, parser_for
+from latentavatar_ns.reenact.reenact import Reenactor
+from latentavatar_ns.reenact.train_ynet import YNetTrainConfig, load_ynet, train_ynet
+from latentavatar_ns.video import to_uint8
+
+
+@dataclass
+class BenchReenact:
+    avatar_iterations: int = 2500
+    """ns-train latentavatar-tiny steps for the avatar."""
+    ynet_steps: int = 1500
+    """Y-network training steps."""
+    ynet_batch_size: int = 8
+    """Crops per domain per Y-network step."""
+    num_frames: int = 400
+    """Frames of the avatar's synthetic video (the last 15% held out). Long enough that the avatar sees
+    most expressions the actor makes (with 150 frames person A never raised the brows)."""
+    actor_frames: int = 300
+    """Frames of the actor's synthetic video."""
+    actor_eval_fraction: float = 0.2
+    """Share of the actor's frames held out as driving frames (the rest train the Y-network)."""
+    resolution: int = 128
+    """Frame side in pixels."""
+    seed: int = 0
+    device: str = "cpu"
+    """cpu or cuda."""
+    output: Path = Path("bench/reenact.json")
+    """Where the numbers go (the example sheet goes next to it)."""
+    work_dir: Optional[Path] = None
+    """Keep datasets, the avatar and the Y-network here (default: a temporary folder)."""
+    reuse: bool = False
+    """Reuse the datasets, avatar and Y-network already in --work-dir instead of making them again."""
+
+
+def _score(metrics: ImageMetrics, renders: List[torch.Tensor], gts: List[torch.Tensor],
+           affines: List[np.ndarray]) -> Dict[str, Dict[str, float]]:
+    full, face = [], []
+    for pred, gt, affine in zip(renders, gts, affines):
+        pred, gt = pred.cpu(), gt.cpu()
+        full.append(metrics(pred, gt))
+        x0, y0, x1, y1 = face_box(affine, gt.shape[1], gt.shape[0])
+        face.append(metrics(pred[y0:y1, x0:x1], gt[y0:y1, x0:x1]))
+    return {"full_frame": mean_metrics(full), "face_box": mean_metrics(face)}
+
+
+def _expressions(parser_config, data: Path, split: str) -> np.ndarray:
+    """Ground-truth expression parameters of a synthetic dataset's frames (N, 7)."""
+    return np.stack([p.extra["expression"] for p in parser_for(parser_config, data).parse_split(split).params])
+
+
+def main() -> None:
+    cfg = tyro.cli(BenchReenact)
+    torch.manual_seed(cfg.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(cfg.work_dir) if cfg.work_dir is not None else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        times: Dict[str, float] = {}
+        start = time.time()
+        data_b, data_a, data_ab = work / "B", work / "A", work / "A_driven_by_B"
+        if not (cfg.reuse and (data_ab / "synth.json").exists()):
+            make_dataset(data_b, identity=1, num_frames=cfg.actor_frames, resolution=cfg.resolution,
+                         eval_fraction=cfg.actor_eval_fraction, seed=cfg.seed, overwrite=True)
+            make_dataset(data_a, identity=0, num_frames=cfg.num_frames, resolution=cfg.resolution,
+                         eval_fraction=0.15, seed=cfg.seed, overwrite=True)
+            make_dataset(data_ab, identity=0, drive_from=data_b, seed=cfg.seed, resolution=cfg.resolution,
+                         overwrite=True)
+        times["datasets_s"] = time.time() - start
+
+        start = time.time()
+        config_path = work / "runs" / "demo" / "latentavatar-tiny" / "run" / "config.yml"
+        if not (cfg.reuse and config_path.exists()):
+            config_path = train(data_a, work / "runs", cfg.avatar_iterations, cfg.device)
+        times["avatar_train_s"] = time.time() - start
+
+        start = time.time()
+        ynet_dir = work / "ynet"
+        if not (cfg.reuse and (ynet_dir / "checkpoints").is_dir()):
+            train_ynet(YNetTrainConfig(load_config=config_path, actor_data=data_b, output_dir=ynet_dir,
+                                       steps=cfg.ynet_steps, batch_size=cfg.ynet_batch_size,
+                                       device="cuda" if cfg.device == "cuda" else "cpu", seed=cfg.seed,
+                                       steps_per_save=max(cfg.ynet_steps // 4, 1), overwrite=True))
+        times["ynet_train_s"] = time.time() - start
+
+        start = time.time()
+        avatar = load_avatar(config_path)
+        reenactor = Reenactor(avatar, "cuda" if cfg.device == "cuda" else "cpu")
+        ynet, _ = load_ynet(ynet_dir)
+        crop = reenactor.crop_size
+        driver = reenactor.driver(data_b, "eval")
+        truth = open_splits(parser_for(avatar.parser_config, data_ab), "eval", crop)[0]
+        gts = [truth.get_data(i)["image"] for i in range(len(truth))]
+        affines = [truth.crop_affines[i] for i in range(len(truth))]
+        follow = reenactor.follow_cameras(driver)
+        thetas = {"ynet": reenactor.ynet_thetas(ynet, driver.crops), "direct": reenactor.own_thetas(driver.crops)}
+        own = reenactor.driver(data_a, "eval")
+        train_theta = reenactor.own_thetas(reenactor.driver(data_a, "train").crops)
+        thetas["mean_theta"] = train_theta.mean(dim=0, keepdim=True).expand(len(driver), -1)
+
+        def render(theta, cameras):
+            return [reenactor.render(theta[i], cameras[i:i + 1]) for i in range(len(theta))]
+
+        # Expression transfer without rendering: the avatar training frame whose theta is nearest to the
+        # predicted theta, and how far its ground-truth expression is from the one asked for (mean |diff|).
+        train_expr = _expressions(avatar.parser_config, data_a, "train")
+
+        def expression_error(theta, wanted):
+            nearest = torch.cdist(theta.cpu(), train_theta.cpu()).argmin(dim=1).numpy()
+            return float(np.abs(train_expr[nearest] - wanted).mean())
+
+        drive_expr = _expressions(avatar.parser_config, data_b, "eval")
+        metrics = ImageMetrics()
+        renders = {name: render(theta, follow) for name, theta in thetas.items()}
+        results = {name: {**_score(metrics, images, gts, affines),
+                          "expression_error": expression_error(thetas[name], drive_expr)}
+                   for name, images in renders.items()}
+        for name in ("ynet", "direct"):
+            results[f"{name}_gt_cameras"] = _score(metrics, render(thetas[name], truth.cameras), gts, affines)
+        own_gts = [own.item(i)["image"] for i in range(len(own))]
+        own_affines = [own.crop_affine(i) for i in range(len(own))]
+        own_theta = reenactor.own_thetas(own.crops)
+        results["self"] = {**_score(metrics, render(own_theta, reenactor.follow_cameras(own)), own_gts, own_affines),
+                           "expression_error": expression_error(own_theta, _expressions(avatar.parser_config, data_a,
+                                                                                        "eval"))}
+        best = np.abs(train_expr[None] - drive_expr[:, None]).sum(-1).argmin(1)
+        expression_reference = {"best_training_frame": float(np.abs(train_expr[best] - drive_expr).mean()),
+                                "mean_expression": float(np.abs(train_expr.mean(0) - drive_expr).mean())}
+        times["evaluation_s"] = time.time() - start
+
+        rows = []
+        for i in np.linspace(0, len(driver) - 1, min(4, len(driver))).round().astype(int):
+            cells = [driver.item(int(i))["image"], gts[i], renders["ynet"][i], renders["direct"][i]]
+            rows.append(np.concatenate([c.cpu().numpy() for c in cells], axis=1))
+        cfg.output.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(to_uint8(np.concatenate(rows, axis=0))).save(cfg.output.with_name("reenact_examples.png"))
+
+    device = torch.cuda.get_device_name() if cfg.device == "cuda" else \
+        f"cpu ({platform.processor() or 'x86_64'}, {torch.get_num_threads()} threads)"
+    result = {
+        "config": {k: str(v) for k, v in asdict(cfg).items() if k not in ("work_dir", "reuse")},
+        "device": device,
+        "frames": len(gts),
+        "wall_time_s": {k: round(v, 1) for k, v in times.items()},
+        "results": results,
+        "expression_error_reference": expression_reference,
+        "ynet_beats_direct": {
+            "lpips_vgg": results["ynet"]["full_frame"]["lpips_vgg"] < results["direct"]["full_frame"]["lpips_vgg"],
+            "psnr": results["ynet"]["full_frame"]["psnr"] > results["direct"]["full_frame"]["psnr"],
+        },
+    }
+    cfg.output.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
