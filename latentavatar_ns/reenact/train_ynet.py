@@ -14,7 +14,7 @@ The losses of both passes are summed into one Adam step. The crossed crop of the
 without gradient: when the crossing decoder may learn from the cycle, it hides the person in its
 crop, and the shared codes of the two people stay apart (measured on synthetic heads: the
 distance between the two people's mean codes stayed near the codes' own spread; without that
-gradient it fell to about a quarter of it, and the actor's thetas came closer to the avatar's).
+gradient it fell to about a third of it, and the actor's thetas came closer to the avatar's).
 
 The output folder holds ``checkpoints/step-*.pt`` (written atomically; the latest few are kept),
 ``tensorboard/`` logs and ``preview.png`` (rows of input | D_ava | D_act, avatar frames first).
