@@ -153,8 +153,3 @@ class OccupancyGrid(nn.Module):
     @property
     def occupied_fraction(self) -> float:
         return float(self.occupied.float().mean())
-
-
-def evaluations_per_ray(mask: Tensor) -> float:
-    return float(mask.sum()) / max(mask.shape[0], 1)
-
