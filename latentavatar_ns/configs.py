@@ -10,7 +10,6 @@ from typing import Dict
 
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from latentavatar_ns.data.dataparser import LatentAvatarDataParserConfig
@@ -18,14 +17,15 @@ from latentavatar_ns.data.datamanager import LatentAvatarDataManagerConfig
 from latentavatar_ns.data.format import DatasetError
 from latentavatar_ns.model.latentavatar import LatentAvatarModelConfig
 from latentavatar_ns.pipeline import LatentAvatarPipelineConfig
+from latentavatar_ns.trainer import LatentAvatarTrainerConfig, TrainingError
 
 
-def _one_line_dataset_errors() -> None:
-    """Bad input ends an ``ns-*`` command with its one-line message rather than a traceback."""
+def _one_line_errors() -> None:
+    """Bad input or a diverged run ends an ``ns-*`` command with its one-line message, not a traceback."""
     previous = sys.excepthook
 
     def hook(exc_type, exc, tb):
-        if issubclass(exc_type, DatasetError):
+        if issubclass(exc_type, (DatasetError, TrainingError)):
             print(f"error: {exc}", file=sys.stderr)
         else:
             previous(exc_type, exc, tb)
@@ -33,7 +33,7 @@ def _one_line_dataset_errors() -> None:
     sys.excepthook = hook
 
 
-_one_line_dataset_errors()
+_one_line_errors()
 
 
 def _adam(lr: float) -> Dict[str, Dict]:
@@ -45,9 +45,9 @@ def _adam(lr: float) -> Dict[str, Dict]:
     return groups
 
 
-def paper_config() -> TrainerConfig:
+def paper_config() -> LatentAvatarTrainerConfig:
     """The paper-faithful configuration: 512^2 output, 128^2 rendering, tri-plane 3x32x256^2, SR x4."""
-    return TrainerConfig(
+    return LatentAvatarTrainerConfig(
         method_name="latentavatar",
         steps_per_eval_batch=500,
         steps_per_eval_image=1000,
@@ -65,7 +65,7 @@ def paper_config() -> TrainerConfig:
     )
 
 
-def tiny_config() -> TrainerConfig:
+def tiny_config() -> LatentAvatarTrainerConfig:
     """The same architecture scaled down to train on two CPU cores in minutes (128^2 frames)."""
     config = paper_config()
     config.method_name = "latentavatar-tiny"

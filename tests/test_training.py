@@ -113,7 +113,7 @@ def test_resume_with_load_dir(trained_run: Path, synthetic_dataset: Path):
     saved = sorted((trained_run.parents[3] / "resumed" / "t" / "latentavatar-tiny" / "b" / "nerfstudio_models").glob("*.ckpt"))
     # nerfstudio resumes at the loaded step + 1 and runs --max-num-iterations more steps.
     assert saved and saved[-1].name == "step-000000089.ckpt"
-    assert "Done loading Nerfstudio checkpoint from" in result.stdout + result.stderr
+    assert "Resuming at step 40 from" in result.stdout + result.stderr
 
 
 def test_ns_eval_reports_heldout_metrics(trained_run: Path, tmp_path: Path):

@@ -1,0 +1,201 @@
+"""nerfstudio's trainer with crash-safe checkpoints, resume and a guard against non-finite steps.
+
+People train avatars for hours: a ``kill -9`` at any moment must leave a checkpoint to resume
+from (same step, optimiser state and stored frame codes), a diverging step must not poison the
+weights, and a second run must not silently write over the first.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Type
+
+import torch
+from nerfstudio.engine.trainer import TRAIN_INTERATION_OUTPUT, Trainer, TrainerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from latentavatar_ns.checkpoints import (
+    NonFiniteGuard,
+    TrainingError,
+    checkpoints_in,
+    load_newest,
+    prune,
+    write_atomic,
+)
+from latentavatar_ns.data.format import DatasetError
+
+CKPT_SUFFIX = ".ckpt"
+
+
+@dataclass
+class LatentAvatarTrainerConfig(TrainerConfig):
+    """``TrainerConfig`` plus the options that keep a long run safe."""
+
+    _target: Type = field(default_factory=lambda: LatentAvatarTrainer)
+    keep_checkpoints: int = 3
+    """How many of the newest checkpoints to keep; each is written to a temporary file and renamed into place."""
+    max_nonfinite_steps: int = 25
+    """Stop (saving the last good state) after this many steps in a row with a non-finite loss or gradient;
+    fewer are skipped with a warning."""
+    resume: bool = False
+    """Continue the newest earlier run of this experiment from its newest readable checkpoint (no --load-dir
+    needed); the continued run is written to a new timestamped folder."""
+    overwrite: bool = False
+    """Allow training into a run folder that already holds checkpoints (an explicit, reused --timestamp)."""
+
+    def find_resume_dir(self) -> Path:
+        """The checkpoint folder of this experiment's run with the newest checkpoint."""
+        self.set_experiment_name()
+        runs = Path(self.output_dir) / str(self.experiment_name) / str(self.method_name)
+        newest = []
+        for run in runs.glob("*"):
+            found = checkpoints_in(run / self.relative_model_dir, CKPT_SUFFIX)
+            if found:
+                newest.append((found[-1].stat().st_mtime, run / self.relative_model_dir))
+        if not newest:
+            raise TrainingError(f"{runs}: nothing to resume (no run with checkpoints); drop --resume to start")
+        return max(newest)[1]
+
+    def save_config(self) -> None:
+        """Resolve --resume and refuse to reuse a run folder with checkpoints, before anything is written."""
+        if self.resume and self.load_dir is None and self.load_checkpoint is None:
+            self.load_dir = self.find_resume_dir()
+            CONSOLE.print(f"Resuming from {self.load_dir}")
+        ckpt_dir = self.get_checkpoint_dir()
+        continuing = self.load_dir is not None and Path(self.load_dir).resolve() == ckpt_dir.resolve()
+        if checkpoints_in(ckpt_dir, CKPT_SUFFIX) and not (continuing or self.overwrite):
+            raise TrainingError(f"{self.get_base_dir()} already holds checkpoints; pass --load-dir {ckpt_dir} to "
+                                "continue that run, --overwrite to train into it anyway, or another --timestamp")
+        super().save_config()
+
+
+class LatentAvatarTrainer(Trainer):
+    """Atomic, pruned checkpoints; resume from the newest readable one; skip non-finite steps."""
+
+    config: LatentAvatarTrainerConfig
+
+    def __init__(self, config: LatentAvatarTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(config, local_rank, world_size)
+        self.nonfinite = NonFiniteGuard(config.max_nonfinite_steps)
+        self.last_good_step: Optional[int] = None
+
+    def setup(self, test_mode="val") -> None:
+        try:
+            super().setup(test_mode)
+        except DatasetError:
+            self.remove_run_without_checkpoints()
+            raise
+
+    def train(self) -> None:
+        """nerfstudio's loop; bad data found on the first decode leaves no half-made run folder behind."""
+        try:
+            super().train()
+        except DatasetError:
+            self.remove_run_without_checkpoints()
+            raise
+
+    def remove_run_without_checkpoints(self) -> None:
+        """Delete this run's folder (config.yml, logs) when training stopped on bad data before any checkpoint."""
+        base = self.base_dir
+        if self.local_rank != 0 or not base.is_dir() or checkpoints_in(self.checkpoint_dir, CKPT_SUFFIX):
+            return
+        shutil.rmtree(base)
+        for parent in base.parents:  # the experiment and method folders, if this run was all they held
+            if parent == Path(self.config.output_dir) or not parent.is_dir() or any(parent.iterdir()):
+                break
+            parent.rmdir()
+
+    # ------------------------------------------------------------------------------------------
+    # Checkpoints
+
+    def checkpoint_state(self, step: int) -> Dict:
+        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline  # type: ignore
+        return {
+            "step": step,
+            "pipeline": pipeline.state_dict(),
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in self.optimizers.schedulers.items()},
+            "scalers": self.grad_scaler.state_dict(),
+        }
+
+    def save_checkpoint(self, step: int) -> None:
+        """Write ``step-XXXXXXXXX.ckpt`` atomically (temporary beside the folder), keep the newest few."""
+        if self.local_rank != 0:
+            return
+        path = self.checkpoint_dir / f"step-{step:09d}{CKPT_SUFFIX}"
+        write_atomic(self.checkpoint_state(step), path, tmp_dir=self.checkpoint_dir.parent)
+        prune(self.checkpoint_dir, CKPT_SUFFIX, self.config.keep_checkpoints)
+
+    def _load_checkpoint(self) -> None:
+        """Like nerfstudio's, but a damaged newest checkpoint falls back to the one before it."""
+        cfg = self.config
+        if cfg.load_dir is not None:
+            candidates = checkpoints_in(Path(cfg.load_dir), CKPT_SUFFIX)
+            if cfg.load_step is not None:
+                candidates = [p for p in candidates if p.name == f"step-{cfg.load_step:09d}{CKPT_SUFFIX}"]
+            if not candidates:
+                which = f"step {cfg.load_step}" if cfg.load_step is not None else "step-*.ckpt"
+                raise TrainingError(f"{cfg.load_dir}: no checkpoint to load ({which} not found)")
+        elif cfg.load_checkpoint is not None:
+            if not Path(cfg.load_checkpoint).is_file():
+                raise TrainingError(f"{cfg.load_checkpoint}: checkpoint not found")
+            candidates = [Path(cfg.load_checkpoint)]
+        else:
+            CONSOLE.print("No checkpoint to load: training from scratch.")
+            return
+        path, state = load_newest(candidates, functools.partial(torch.load, map_location="cpu", weights_only=True))
+        self._start_step = state["step"] + 1
+        self.pipeline.load_pipeline(state["pipeline"], state["step"])
+        self.optimizers.load_optimizers(state["optimizers"])
+        if "schedulers" in state and cfg.load_scheduler:
+            self.optimizers.load_schedulers(state["schedulers"])
+        self.grad_scaler.load_state_dict(state["scalers"])
+        self.last_good_step = state["step"]
+        CONSOLE.print(f"Resuming at step {self._start_step} from {path}")
+
+    # ------------------------------------------------------------------------------------------
+    # One step
+
+    def train_iteration(self, step: int) -> TRAIN_INTERATION_OUTPUT:
+        """nerfstudio's step, except that a non-finite loss or gradient updates nothing."""
+        groups = self.optimizers.parameters.keys()
+        accumulate = self.gradient_accumulation_steps
+        self.optimizers.zero_grad_some([g for g in groups if step % accumulate[g] == 0])
+        model = self.pipeline.model
+        codes_before = model.frame_codes.clone() if isinstance(getattr(model, "frame_codes", None), torch.Tensor) \
+            else None
+        device_type = "cpu" if self.device.split(":")[0] in ("cpu", "mps") else "cuda"
+        with torch.autocast(device_type=device_type, enabled=self.mixed_precision):
+            _, loss_dict, metrics_dict = self.pipeline.get_train_loss_dict(step=step)
+            loss = functools.reduce(torch.add, loss_dict.values())
+        ok = bool(torch.isfinite(loss).all())
+        if ok:
+            self.grad_scaler.scale(loss).backward()  # type: ignore[union-attr]
+            # With a grad scaler, inf gradients are expected now and then: the scaler skips those itself.
+            if not self.grad_scaler.is_enabled():
+                ok = NonFiniteGuard.finite(loss, self.pipeline.model.parameters())
+        if not ok:
+            self.optimizers.zero_grad_all()
+            if codes_before is not None:
+                model.frame_codes.copy_(codes_before)  # the codes this step stored came with a bad loss
+            try:
+                self.nonfinite.record(False, step)
+            except TrainingError:
+                if self.last_good_step is not None:
+                    self.save_checkpoint(self.last_good_step)
+                    CONSOLE.print(f"Saved the last good state (step {self.last_good_step}) to {self.checkpoint_dir}")
+                raise
+            return loss.detach(), loss_dict, metrics_dict  # type: ignore[return-value]
+        self.nonfinite.record(True, step)
+        self.optimizers.optimizer_scaler_step_some(
+            self.grad_scaler, [g for g in groups if step % accumulate[g] == accumulate[g] - 1])
+        scale = self.grad_scaler.get_scale()
+        self.grad_scaler.update()
+        if scale <= self.grad_scaler.get_scale():
+            self.optimizers.scheduler_step_all(step)
+        self.last_good_step = step
+        return loss, loss_dict, metrics_dict  # type: ignore[return-value]
+
