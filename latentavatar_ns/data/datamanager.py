@@ -1,4 +1,8 @@
-"""Full-image datamanager that serves batches of frames (the paper trains on 2 images a step)."""
+"""Full-image datamanager that serves batches of frames (the paper trains on 2 images a step).
+
+In a multi-view capture a batch is made of moments: an image, then ``views_per_moment - 1``
+other views of the same moment, all sharing the moment's code.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,10 @@ class LatentAvatarDataManagerConfig(FullImageDatamanagerConfig):
     _target: Type = field(default_factory=lambda: LatentAvatarDataManager)
     dataparser: LatentAvatarDataParserConfig = field(default_factory=LatentAvatarDataParserConfig)
     images_per_batch: int = 2
-    """Frames per training step (each with its own expression code)."""
+    """Images per training step (each moment with its own expression code)."""
+    views_per_moment: int = 1
+    """Multi-view captures: images of one moment in a batch (its views; capped by the batch and the
+    moment's training views). 1 draws every image independently, as for a monocular video."""
     encoder_crop_size: int = 128
     """Side of the face crop fed to the expression encoder."""
     cache_images: Literal["cpu", "gpu"] = "gpu"
@@ -62,11 +69,27 @@ class LatentAvatarDataManager(FullImageDatamanager[LatentAvatarDataset]):
         return {key: torch.stack([item[key] for item in self.cached_train])
                 for key in ("image", "mask", "encoder_crop")}
 
+    @cached_property
+    def _moment_images(self) -> Dict[int, List[int]]:
+        """Training image indices of each moment (code index)."""
+        moments: Dict[int, List[int]] = {}
+        for image, code in enumerate(self.train_dataset.code_idx.tolist()):
+            moments.setdefault(code, []).append(image)
+        return moments
+
     def next_train(self, step: int) -> Tuple[Cameras, Dict]:
-        """``images_per_batch`` frames, each seen once per epoch, as a batched camera and stacked tensors."""
-        indices = []
-        for _ in range(min(self.config.images_per_batch, len(self.train_dataset))):
-            indices.append(self.train_unseen_cameras.pop(0))
+        """``images_per_batch`` images, each seen once per epoch, as a batched camera and stacked tensors.
+
+        With ``views_per_moment`` > 1 each drawn image brings other views of its moment along
+        (unseen ones first), which then count as seen for this epoch.
+        """
+        indices: List[int] = []
+        size = min(self.config.images_per_batch, len(self.train_dataset))
+        while len(indices) < size:
+            first = self.train_unseen_cameras.pop(0)
+            indices.append(first)
+            if self.config.views_per_moment > 1:
+                indices.extend(self._other_views(first, min(self.config.views_per_moment - 1, size - len(indices))))
             if not self.train_unseen_cameras:
                 self.train_unseen_cameras = self.sample_train_cameras()
         idx = torch.tensor(indices, dtype=torch.long)
@@ -76,6 +99,19 @@ class LatentAvatarDataManager(FullImageDatamanager[LatentAvatarDataset]):
         batch["code_idx"] = self.train_dataset.code_idx[idx].to(self.device)
         cameras = self.train_cameras[idx.to(self.train_cameras.device)].to(self.device)
         return cameras, batch
+
+    def _other_views(self, image: int, count: int) -> List[int]:
+        """Up to ``count`` other training images of ``image``'s moment, unseen ones first."""
+        others = [i for i in self._moment_images[int(self.train_dataset.code_idx[image])] if i != image]
+        if count <= 0 or not others:
+            return []
+        random.shuffle(others)
+        unseen = set(self.train_unseen_cameras)
+        picked = sorted(others, key=lambda i: i not in unseen)[:count]
+        for i in picked:
+            if i in unseen:
+                self.train_unseen_cameras.remove(i)
+        return picked
 
     def next_eval_image(self, step: int) -> Tuple[Cameras, Dict]:
         image_idx = random.choice(range(len(self.eval_dataset)))

@@ -1,5 +1,9 @@
 """Dataparser for the LatentAvatar layout: head pose folded into per-frame cameras.
 
+A multi-view capture (``camera.json`` with ``views``) gives one camera per image and one
+expression code per moment: every view of a moment shares the moment's code index and the face
+crop of its encoder view.
+
 Every problem with the input (missing mask or params, unreadable image, wrong keys or shapes,
 mixed image sizes, empty split, missing folder) is found here, before training starts, and
 raised as one :class:`DatasetError` line naming the file.
@@ -9,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Literal, Optional, Tuple, Type
+from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
@@ -21,16 +25,21 @@ from PIL import Image
 
 from latentavatar_ns.data.face_crop import DEFAULT_FACE_CENTER, DEFAULT_FACE_HALF_SIZE, crop_affine_from_pose
 from latentavatar_ns.data.format import (
+    CAMERA_FILE,
     OFFICIAL_BOX,
+    CameraRig,
     CameraSpec,
     DatasetError,
     FrameFiles,
     FrameParams,
+    axis_angle_to_matrix,
     canonical_camera_to_world,
     list_frames,
+    list_view_frames,
     load_params,
     opencv_to_opengl,
     read_camera,
+    read_rig,
 )
 
 
@@ -49,15 +58,31 @@ class LatentAvatarDataParserConfig(DataParserConfig):
     """Canonical centre of the face square projected to make the encoder crop."""
     face_half_size: float = DEFAULT_FACE_HALF_SIZE
     """Half side of that square, canonical units."""
+    encoder_view: str = ""
+    """Multi-view captures: the view whose face crop feeds the encoder ("" = camera.json's
+    encoder_view, else the most frontal view: the one facing the face most directly on average)."""
+    train_views: Tuple[str, ...] = ()
+    """Multi-view captures: the views that supervise training (empty = all but camera.json's heldout_views)."""
+    eval_views: Tuple[str, ...] = ()
+    """Multi-view captures: the views of the eval split (empty = every view, held-out ones included)."""
 
 
 @dataclass
 class ParsedSplit:
-    """What was read for one split: frames, their params, and the shared camera."""
+    """What was read for one split: frames, their params, and the shared camera.
+
+    In a multi-view capture ``frames`` and ``params`` are per moment (``frames`` holds the encoder
+    view's files) and ``camera`` is the encoder view's, so tools that want one camera per frame
+    (orbits, reenactment) see the capture as the encoder view's video.
+    """
 
     frames: List[FrameFiles]
     params: List[FrameParams]
     camera: CameraSpec
+    rig: Optional[CameraRig] = None
+    """Multi-view captures: every view's camera, rescaled to the images."""
+    moments: List[Dict[str, FrameFiles]] = field(default_factory=list)
+    """Multi-view captures: each moment's images by view name (aligned with ``params``)."""
 
 
 class LatentAvatarDataParser(DataParser):
@@ -78,34 +103,79 @@ class LatentAvatarDataParser(DataParser):
         split_dir = root / split
         if not split_dir.is_dir():
             raise DatasetError(f"{split_dir}: split folder is missing (expected {root}/train and {root}/eval)")
+        rig = read_rig(root)
+        if rig is not None:
+            parsed = self._parse_views(split, split_dir, rig)
+            self._splits[split] = parsed
+            return parsed
         frames = list_frames(split_dir)
         if not frames:
             raise DatasetError(f"{split_dir}: split is empty (no img_XXXXX.jpg/png frames)")
-        size: Optional[Tuple[int, int]] = None
-        params = []
-        for frame in frames:
-            if not frame.mask.exists():
-                raise DatasetError(f"{frame.mask}: mask file is missing for {frame.image.name}")
-            image_size = _image_size(frame.image)
-            if size is None:
-                size = image_size
-            elif image_size != size:
-                raise DatasetError(f"{frame.image}: image is {image_size[0]}x{image_size[1]} but earlier frames "
-                                   f"are {size[0]}x{size[1]}; all frames must have one size")
-            mask_size = _image_size(frame.mask)
-            if mask_size != image_size:
-                raise DatasetError(f"{frame.mask}: mask is {mask_size[0]}x{mask_size[1]} but its image is "
-                                   f"{image_size[0]}x{image_size[1]}")
-            params.append(load_params(frame.params))
-        assert size is not None
+        params: List[FrameParams] = []
+        size = _check_images(frames, params)
         parsed = ParsedSplit(frames, params, read_camera(root, *size))
         self._splits[split] = parsed
         return parsed
+
+    def _parse_views(self, split: str, split_dir: Path, rig: CameraRig) -> ParsedSplit:
+        """A multi-view split: images grouped by moment, one params file per moment, the encoder view's frames."""
+        files = list_view_frames(split_dir, rig.names)
+        if not files:
+            raise DatasetError(f"{split_dir}: split is empty (no img_XXXXX_<view>.jpg/png frames of the views "
+                               f"{', '.join(rig.names)})")
+        rig = rig.rescaled(*_check_images(files))
+        grouped: Dict[int, Dict[str, FrameFiles]] = {}
+        for frame in files:
+            grouped.setdefault(frame.index, {})[frame.view] = frame
+        moments = [grouped[index] for index in sorted(grouped)]
+        params = []
+        for views in moments:
+            p = load_params(next(iter(views.values())).params)
+            if p.intrinsics is not None:
+                raise DatasetError(f"{next(iter(views.values())).params}: 'intrinsics' is not allowed in a "
+                                   f"multi-view capture; each view's camera is in {CAMERA_FILE}")
+            params.append(p)
+        train_params = params if split == "train" else self.parse_split("train").params
+        encoder = self._encoder_view(rig, train_params)
+        for views in moments:
+            if encoder not in views:
+                some = next(iter(views.values()))
+                missing = some.image.with_name(f"img_{some.image.stem.split('_')[1]}_{encoder}{some.image.suffix}")
+                raise DatasetError(f"{missing}: the encoder view's image is missing for moment {some.index}")
+        frames = [views[encoder] for views in moments]
+        return ParsedSplit(frames, params, rig.views[encoder], rig, moments)
+
+    def _encoder_view(self, rig: CameraRig, params: List[FrameParams]) -> str:
+        """The configured encoder view, else camera.json's, else the view that faces the face most directly."""
+        name = self.config.encoder_view or rig.encoder_view
+        if name:
+            if name not in rig.views:
+                raise DatasetError(f"{Path(self.config.data) / CAMERA_FILE}: encoder view '{name}' is not one of "
+                                   f"the views ({', '.join(rig.names)})")
+            return name
+        return most_frontal_view(rig, params)
+
+    def views_of(self, split: Literal["train", "eval"]) -> List[str]:
+        """The views an output split is made of (multi-view captures)."""
+        rig = self.parse_split(split).rig
+        assert rig is not None
+        chosen = self.config.train_views if split == "train" else self.config.eval_views
+        for name in chosen:
+            if name not in rig.views:
+                raise DatasetError(f"{Path(self.config.data) / CAMERA_FILE}: {split} view '{name}' is not one of "
+                                   f"the views ({', '.join(rig.names)})")
+        if chosen:
+            return [name for name in rig.names if name in chosen]
+        if split == "train":
+            return [name for name in rig.names if name not in rig.heldout_views]
+        return rig.names
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
         folder = "train" if split == "train" else "eval"
         parsed = self.parse_split(folder)
         code_offset = 0 if folder == "train" else len(self.parse_split("train").frames)
+        if parsed.rig is not None:
+            return self._multiview_outputs(folder, parsed, code_offset)
         camera = parsed.camera
         c2ws, fx, fy, cx, cy, affines = [], [], [], [], [], []
         for frame, p in zip(parsed.frames, parsed.params):
@@ -141,6 +211,109 @@ class LatentAvatarDataParser(DataParser):
                 "num_eval_frames": len(self.parse_split("eval").frames),
             },
         )
+
+
+    def _multiview_outputs(self, folder: Literal["train", "eval"], parsed: ParsedSplit,
+                           code_offset: int) -> DataparserOutputs:
+        """One camera per (moment, view); the moment's code index and encoder crop for each of them."""
+        assert parsed.rig is not None
+        views = self.views_of(folder)
+        encoder_camera = parsed.camera
+        images, masks, encoder_images, image_views = [], [], [], []
+        c2ws, intrinsics, affines, codes = [], [], [], []
+        for moment, (files, p) in enumerate(zip(parsed.moments, parsed.params)):
+            affine = p.crop_affine
+            if affine is None:
+                affine = crop_affine_from_pose(encoder_camera.K, encoder_camera.world_to_camera, p.pose, p.scale,
+                                               self.config.face_center, self.config.face_half_size)
+            encoder_image = parsed.frames[moment].image
+            for name in views:
+                if name not in files:
+                    continue
+                spec = parsed.rig.views[name]
+                images.append(files[name].image), masks.append(files[name].mask), image_views.append(name)
+                encoder_images.append(encoder_image)
+                c2ws.append(opencv_to_opengl(canonical_camera_to_world(spec.world_to_camera, p.pose, p.scale)))
+                intrinsics.append((spec.fx, spec.fy, spec.cx, spec.cy))
+                affines.append(affine)
+                codes.append(code_offset + moment)
+        if not images:
+            raise DatasetError(f"{Path(self.config.data) / folder}: no images of the {folder} views "
+                               f"({', '.join(views)})")
+        n = len(images)
+        k = torch.tensor(intrinsics, dtype=torch.float32)
+        cameras = Cameras(
+            camera_to_worlds=torch.tensor(np.stack(c2ws), dtype=torch.float32),
+            fx=k[:, 0:1], fy=k[:, 1:2], cx=k[:, 2:3], cy=k[:, 3:4],
+            width=torch.full((n, 1), encoder_camera.width, dtype=torch.int64),
+            height=torch.full((n, 1), encoder_camera.height, dtype=torch.int64),
+            camera_type=CameraType.PERSPECTIVE,
+            metadata={"code_idx": torch.tensor(codes, dtype=torch.int64)[:, None]},
+        )
+        lo, hi = self.config.scene_box
+        return DataparserOutputs(
+            image_filenames=images,
+            cameras=cameras,
+            alpha_color=torch.tensor(self.config.background_color, dtype=torch.float32),
+            scene_box=SceneBox(aabb=torch.tensor([lo, hi], dtype=torch.float32)),
+            mask_filenames=masks,
+            metadata={
+                "crop_affines": torch.tensor(np.stack(affines), dtype=torch.float32),
+                "background_color": torch.tensor(self.config.background_color, dtype=torch.float32),
+                "num_train_frames": len(self.parse_split("train").frames),
+                "num_eval_frames": len(self.parse_split("eval").frames),
+                "encoder_image_filenames": encoder_images,
+                "image_views": image_views,
+                "encoder_view": parsed.frames[0].view,
+            },
+        )
+
+
+def most_frontal_view(rig: CameraRig, params: List[FrameParams]) -> str:
+    """The training view whose camera sits most nearly on the face's axis (canonical +z), on average.
+
+    For each moment the camera centre is brought into canonical head space (``R^T (c - T)``) and
+    the cosine between that direction and +z is averaged. Held-out views are not candidates; ties
+    go to the first view listed.
+    """
+    rotations = np.stack([axis_angle_to_matrix(p.pose[:3]) for p in params])
+    translations = np.stack([p.pose[3:6] for p in params])
+    candidates = [name for name in rig.names if name not in rig.heldout_views]
+    best, best_score = candidates[0], -np.inf
+    for name in candidates:
+        spec = rig.views[name]
+        centre = np.linalg.inv(spec.world_to_camera)[:3, 3]
+        directions = np.einsum("nji,nj->ni", rotations, centre[None] - translations)
+        score = float(np.mean(directions[:, 2] / np.linalg.norm(directions, axis=1).clip(1e-12)))
+        if score > best_score + 1e-9:
+            best, best_score = name, score
+    return best
+
+
+def _check_images(frames: List[FrameFiles], params: Optional[List[FrameParams]] = None) -> Tuple[int, int]:
+    """Every image readable, all of one size, each with a mask of that size; returns (width, height).
+
+    With ``params`` given, each frame's params file is read right after its images (monocular
+    datasets: the first bad file in frame order is the one reported).
+    """
+    size: Optional[Tuple[int, int]] = None
+    for frame in frames:
+        if not frame.mask.exists():
+            raise DatasetError(f"{frame.mask}: mask file is missing for {frame.image.name}")
+        image_size = _image_size(frame.image)
+        if size is None:
+            size = image_size
+        elif image_size != size:
+            raise DatasetError(f"{frame.image}: image is {image_size[0]}x{image_size[1]} but earlier frames "
+                               f"are {size[0]}x{size[1]}; all frames must have one size")
+        mask_size = _image_size(frame.mask)
+        if mask_size != image_size:
+            raise DatasetError(f"{frame.mask}: mask is {mask_size[0]}x{mask_size[1]} but its image is "
+                               f"{image_size[0]}x{image_size[1]}")
+        if params is not None:
+            params.append(load_params(frame.params))
+    assert size is not None
+    return size
 
 
 def _image_size(path: Path) -> Tuple[int, int]:

@@ -38,7 +38,9 @@ class LatentAvatarDataset(InputDataset):
     """Adds ``mask`` (soft matte), ``encoder_crop`` (3, S, S) and ``code_idx`` to each item.
 
     The image is composited onto the background colour through its matte, so the renderer's
-    background and the ground truth agree. The crop is cut from the original frame.
+    background and the ground truth agree. The crop is cut from the original frame, or, in a
+    multi-view capture, from the moment's encoder-view frame: every view of a moment gets the same
+    crop and the same ``code_idx``.
     """
 
     exclude_batch_keys_from_device = ["encoder_crop"]
@@ -49,6 +51,8 @@ class LatentAvatarDataset(InputDataset):
         self.background = np.asarray(self.metadata["background_color"], dtype=np.float32)
         self.crop_affines = self.metadata["crop_affines"].numpy()
         self.code_idx = self.cameras.metadata["code_idx"][:, 0]
+        self.encoder_image_filenames = self.metadata.get("encoder_image_filenames",
+                                                         self._dataparser_outputs.image_filenames)
 
     def get_data(self, image_idx: int, image_type: Literal["uint8", "float32"] = "float32") -> Dict:
         image_path = self._dataparser_outputs.image_filenames[image_idx]
@@ -58,7 +62,9 @@ class LatentAvatarDataset(InputDataset):
         if matte.shape[:2] != rgb.shape[:2]:
             raise DatasetError(f"{mask_path}: mask size {matte.shape[1]}x{matte.shape[0]} differs from its image")
         composite = rgb * matte + self.background * (1.0 - matte)
-        crop = extract_crop(rgb, self.crop_affines[image_idx], self.crop_size)
+        encoder_path = self.encoder_image_filenames[image_idx]
+        encoder_rgb = rgb if encoder_path == image_path else read_rgb(encoder_path)
+        crop = extract_crop(encoder_rgb, self.crop_affines[image_idx], self.crop_size)
         image = torch.from_numpy(composite)
         if image_type == "uint8":
             image = (image * 255.0).round().to(torch.uint8)

@@ -8,6 +8,10 @@
     <dataset>/train/params_00000.npz   pose (1,6) axis-angle + translation, scale (1,)
     <dataset>/eval/...                 held-out frames, same naming
 
+A multi-view capture lists its cameras under ``views`` in ``camera.json`` and names each image
+after its moment and view (``img_00012_cam03.jpg``, ``mask_00012_cam03.png``); the head pose of a
+moment is one ``params_00012.npz`` shared by its views (see :class:`CameraRig`).
+
 A canonical head point ``x`` appears in the world at ``R @ (S * x) + T``. Cameras are OpenCV
 (x right, y down, looking down +z). This module is pure numpy so that every tool that reads or
 writes datasets (dataparser, synthetic heads, video preprocessing) shares one definition.
@@ -19,7 +23,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,6 +41,8 @@ OFFICIAL_W2C = np.array(
 OFFICIAL_BOX = ((-1.5, -1.8, -1.9), (1.5, 1.8, 1.1))
 
 _FRAME_RE = re.compile(r"^img_(\d+)$")
+_VIEW_FRAME_RE = re.compile(r"^img_(\d+)_(.+)$")
+_VIEW_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 
 
 class DatasetError(ValueError):
@@ -99,15 +105,25 @@ class CameraSpec:
                           self.world_to_camera.copy())
 
 
+def _read_camera_json(path: Path) -> Dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DatasetError(f"{path}: cannot read camera file ({err})") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: camera file must hold a JSON object")
+    return data
+
+
 def read_camera(dataset_dir: Path, image_width: int, image_height: int) -> CameraSpec:
     """``camera.json`` if present (rescaled to the images if they differ), else the official camera."""
     path = Path(dataset_dir) / CAMERA_FILE
     if not path.exists():
         return CameraSpec.official(image_width, image_height)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{path}: cannot read camera file ({err})") from None
+    data = _read_camera_json(path)
+    if "views" in data:
+        raise DatasetError(f"{path}: a multi-view camera file (it has 'views'); this tool reads single-camera "
+                           "datasets")
     spec = CameraSpec.from_json(data, path)
     if (spec.width, spec.height) != (image_width, image_height):
         spec = spec.rescaled(image_width, image_height)
@@ -117,6 +133,80 @@ def read_camera(dataset_dir: Path, image_width: int, image_height: int) -> Camer
 def write_camera(dataset_dir: Path, spec: CameraSpec) -> None:
     path = Path(dataset_dir) / CAMERA_FILE
     path.write_text(json.dumps(spec.to_json(), indent=2))
+
+
+@dataclass
+class CameraRig:
+    """The synchronised cameras of a multi-view capture: ``camera.json`` with a ``views`` object.
+
+    ::
+
+        {"views": {"cam00": {"width": 512, "height": 512, "fx": ..., "world_to_camera": [[...]]},
+                   "cam01": {...}},
+         "encoder_view": "cam01",        optional: whose face crop feeds the encoder (default: the most frontal)
+         "heldout_views": ["cam00"]}     optional: never used for training, kept for novel-view evaluation
+
+    View names are letters, digits and hyphens (no underscore: it separates moment and view in
+    file names). Every view is a full camera: its own intrinsics and world-to-camera matrix.
+    """
+
+    views: Dict[str, CameraSpec]
+    encoder_view: Optional[str] = None
+    heldout_views: Tuple[str, ...] = ()
+
+    @property
+    def names(self) -> List[str]:
+        return list(self.views)
+
+    def to_json(self) -> Dict:
+        data: Dict = {"views": {name: spec.to_json() for name, spec in self.views.items()}}
+        if self.encoder_view is not None:
+            data["encoder_view"] = self.encoder_view
+        if self.heldout_views:
+            data["heldout_views"] = list(self.heldout_views)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Dict, path: Path) -> "CameraRig":
+        views = data.get("views")
+        if not isinstance(views, dict) or not views:
+            raise DatasetError(f"{path}: 'views' must be a non-empty object of view name -> camera")
+        specs = {}
+        for name, entry in views.items():
+            if not _VIEW_NAME_RE.match(name):
+                raise DatasetError(f"{path}: view name {name!r} must be letters, digits and hyphens")
+            if not isinstance(entry, dict):
+                raise DatasetError(f"{path}: view '{name}' must be a camera object")
+            specs[name] = CameraSpec.from_json(entry, path)
+        encoder = data.get("encoder_view")
+        if encoder is not None and encoder not in specs:
+            raise DatasetError(f"{path}: encoder_view '{encoder}' is not one of the views ({', '.join(specs)})")
+        heldout = data.get("heldout_views", [])
+        if not isinstance(heldout, list) or any(name not in specs for name in heldout):
+            raise DatasetError(f"{path}: heldout_views must be a list of view names from {', '.join(specs)}, "
+                               f"got {heldout!r}")
+        if set(heldout) >= set(specs):
+            raise DatasetError(f"{path}: every view is held out; at least one must be left for training")
+        return cls(specs, encoder, tuple(heldout))
+
+    def rescaled(self, width: int, height: int) -> "CameraRig":
+        views = {name: spec if (spec.width, spec.height) == (width, height) else spec.rescaled(width, height)
+                 for name, spec in self.views.items()}
+        return CameraRig(views, self.encoder_view, self.heldout_views)
+
+
+def read_rig(dataset_dir: Path) -> Optional[CameraRig]:
+    """The multi-view cameras of a dataset, or None for a single-camera (monocular) dataset."""
+    path = Path(dataset_dir) / CAMERA_FILE
+    if not path.exists():
+        return None
+    data = _read_camera_json(path)
+    return CameraRig.from_json(data, path) if "views" in data else None
+
+
+def write_rig(dataset_dir: Path, rig: CameraRig) -> None:
+    path = Path(dataset_dir) / CAMERA_FILE
+    path.write_text(json.dumps(rig.to_json(), indent=2))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,9 +286,12 @@ def save_params(path: Path, params: FrameParams) -> None:
 @dataclass
 class FrameFiles:
     index: int
+    """The frame's number; in a multi-view capture, the moment's."""
     image: Path
     mask: Path
     params: Path
+    view: Optional[str] = None
+    """The camera this image is from (multi-view captures only)."""
 
 
 def list_frames(split_dir: Path) -> List[FrameFiles]:
@@ -216,12 +309,37 @@ def list_frames(split_dir: Path) -> List[FrameFiles]:
     return frames
 
 
-def frame_paths(split_dir: Path, index: int, image_suffix: str = ".jpg") -> FrameFiles:
-    """Where a writer puts frame ``index`` (masks are written as png to keep them exact)."""
+def list_view_frames(split_dir: Path, views: Sequence[str]) -> List[FrameFiles]:
+    """The images of one multi-view split, sorted by moment, then in the order of ``views``.
+
+    ``img_<moment>_<view>`` with its ``mask_<moment>_<view>`` and the moment's ``params_<moment>.npz``
+    (either may not exist). An image of a view that ``camera.json`` does not list is an error.
+    """
+    split_dir = Path(split_dir)
+    order = {name: i for i, name in enumerate(views)}
+    frames = []
+    for path in sorted(split_dir.iterdir()):
+        match = _VIEW_FRAME_RE.match(path.stem)
+        if match is None or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        idx, view = match.groups()
+        if view not in order:
+            raise DatasetError(f"{path}: view '{view}' is not in {CAMERA_FILE} (views: {', '.join(views)})")
+        stem = f"{idx}_{view}"
+        mask = next((m for m in (split_dir / f"mask_{stem}{s}" for s in (path.suffix, *IMAGE_SUFFIXES))
+                     if m.exists()), split_dir / f"mask_{stem}{path.suffix}")
+        frames.append(FrameFiles(int(idx), path, mask, split_dir / f"params_{idx}.npz", view))
+    frames.sort(key=lambda f: (f.index, order[f.view]))
+    return frames
+
+
+def frame_paths(split_dir: Path, index: int, image_suffix: str = ".jpg", view: Optional[str] = None) -> FrameFiles:
+    """Where a writer puts frame ``index`` (of ``view`` in a multi-view capture; masks are png to stay exact)."""
     split_dir = Path(split_dir)
     stem = f"{index:05d}"
-    return FrameFiles(index, split_dir / f"img_{stem}{image_suffix}", split_dir / f"mask_{stem}.png",
-                      split_dir / f"params_{stem}.npz")
+    image_stem = stem if view is None else f"{stem}_{view}"
+    return FrameFiles(index, split_dir / f"img_{image_stem}{image_suffix}", split_dir / f"mask_{image_stem}.png",
+                      split_dir / f"params_{stem}.npz", view)
 
 
 # ----------------------------------------------------------------------------------------------

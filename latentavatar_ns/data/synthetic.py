@@ -28,6 +28,7 @@ import numpy as np
 
 from latentavatar_ns.data.format import (
     SPLITS,
+    CameraRig,
     CameraSpec,
     DatasetError,
     FrameParams,
@@ -41,6 +42,7 @@ from latentavatar_ns.data.format import (
     read_camera,
     save_params,
     write_camera,
+    write_rig,
 )
 
 Vec3 = Tuple[float, float, float]
@@ -910,6 +912,45 @@ def _clear_output(output_dir: Path, overwrite: bool) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
 
 
+def view_yaws(num_views: int, layout: Literal["arc", "ring"] = "arc", spread: float = 120.0) -> np.ndarray:
+    """Yaw angles (degrees) of the cameras of a synthetic capture around the head.
+
+    ``arc``: evenly from -spread/2 to +spread/2 (a frontal camera when ``num_views`` is odd);
+    ``ring``: all around, 360/num_views apart, starting in front of the face.
+    """
+    if num_views < 1:
+        raise ValueError(f"num_views must be >= 1, got {num_views}")
+    if layout == "ring":
+        return np.arange(num_views) * 360.0 / num_views
+    if layout != "arc":
+        raise ValueError(f"view layout must be 'arc' or 'ring', got {layout!r}")
+    if not 0.0 < spread <= 360.0:
+        raise ValueError(f"view spread must be in (0, 360] degrees, got {spread}")
+    return np.linspace(-spread / 2.0, spread / 2.0, num_views) if num_views > 1 else np.zeros(1)
+
+
+def camera_rig(resolution: int, yaws_deg: Sequence[float], heldout: Sequence[int] = ()) -> CameraRig:
+    """The official camera swung about the world's vertical axis through the head, one view per yaw.
+
+    A yaw of +90 degrees looks at the subject's left side (+x). Views are named ``cam00``, ``cam01``, ...
+    in the order of ``yaws_deg``; ``heldout`` lists the indices kept out of training.
+    """
+    official = CameraSpec.official(resolution)
+    views = {}
+    for i, yaw in enumerate(yaws_deg):
+        swing = np.eye(4)
+        swing[:3, :3] = axis_angle_to_matrix(np.array([0.0, np.radians(yaw), 0.0]))
+        views[f"cam{i:02d}"] = CameraSpec(official.width, official.height, official.fx, official.fy, official.cx,
+                                          official.cy, official.world_to_camera @ np.linalg.inv(swing))
+    names = list(views)
+    for i in heldout:
+        if not 0 <= i < len(names):
+            raise ValueError(f"held-out view {i} does not exist (views 0..{len(names) - 1})")
+    if len(set(heldout)) >= len(names):
+        raise ValueError(f"all {len(names)} views are held out; leave at least one for training")
+    return CameraRig(views, None, tuple(names[i] for i in sorted(set(heldout))))
+
+
 def make_dataset(
     output_dir: Path,
     identity: int = 0,
@@ -921,6 +962,10 @@ def make_dataset(
     overwrite: bool = False,
     image_format: Literal["jpg", "png"] = "jpg",
     progress: bool = True,
+    num_views: int = 1,
+    view_layout: Literal["arc", "ring"] = "arc",
+    view_spread: float = 120.0,
+    heldout_views: Sequence[int] = (),
 ) -> Path:
     """Render a synthetic dataset in the ``format`` layout and return its directory.
 
@@ -929,6 +974,11 @@ def make_dataset(
     gives each person a different performance in front of their own backdrop. With ``drive_from``
     (another synthetic dataset) this person is rendered with exactly that dataset's poses, scales,
     expressions, camera, splits and numbering: the ground truth of cross-identity reenactment.
+
+    ``num_views`` > 1 renders a synchronised multi-view capture instead: every moment seen by
+    cameras on an arc (``view_spread`` degrees) or a ring around the head (:func:`camera_rig`),
+    each with its own backdrop; ``heldout_views`` (indices) are marked in ``camera.json`` as
+    never used for training.
     """
     output_dir = Path(output_dir)
     if image_format not in ("jpg", "png"):
@@ -937,6 +987,15 @@ def make_dataset(
         raise ValueError(f"resolution must be at least 8 pixels, got {resolution}")
     ident = HeadIdentity.preset(identity)
     motion_seed, expression_seed, background_seed = _dataset_seeds(seed, identity)
+    rig: Optional[CameraRig] = None
+    if num_views > 1:
+        if drive_from is not None:
+            raise ValueError("drive_from replays a single-camera dataset; it cannot be combined with num_views > 1")
+        rig = camera_rig(resolution, view_yaws(num_views, view_layout, view_spread), heldout_views)
+    elif num_views < 1:
+        raise ValueError(f"num_views must be >= 1, got {num_views}")
+    elif heldout_views:
+        raise ValueError("held-out views need a multi-view capture (num_views > 1)")
     if drive_from is not None:
         drive_from = Path(drive_from)
         if drive_from.resolve() == output_dir.resolve():
@@ -948,19 +1007,28 @@ def make_dataset(
         frames = _own_frames(num_frames, eval_fraction, motion_seed, expression_seed)
         camera = CameraSpec.official(resolution)
     _clear_output(output_dir, overwrite)
-    write_camera(output_dir, camera)
+    if rig is None:
+        write_camera(output_dir, camera)
+        views: Dict[Optional[str], CameraSpec] = {None: camera}
+    else:
+        write_rig(output_dir, rig)
+        views = dict(rig.views)
     for split in SPLITS:
         (output_dir / split).mkdir(exist_ok=True)
-    background = make_background(camera.width, camera.height, background_seed)
+    backgrounds = {name: make_background(camera.width, camera.height, background_seed + i)
+                   for i, name in enumerate(views)}
     from PIL import Image
     from rich.progress import track
 
-    for frame in track(frames, description=f"Rendering {output_dir.name}", disable=not progress):
-        rgb, mask = render_head(ident, frame.expression, frame.pose, frame.scale, camera, background)
-        paths = frame_paths(output_dir / frame.split, frame.index, f".{image_format}")
+    shots = [(frame, name) for frame in frames for name in views]
+    for frame, name in track(shots, description=f"Rendering {output_dir.name}", disable=not progress):
+        rgb, mask = render_head(ident, frame.expression, frame.pose, frame.scale, views[name], backgrounds[name])
+        paths = frame_paths(output_dir / frame.split, frame.index, f".{image_format}", view=name)
         image = Image.fromarray(_to_uint8(rgb))
         image.save(paths.image, **({"quality": 95} if image_format == "jpg" else {}))
         Image.fromarray(_to_uint8(mask)).save(paths.mask)
+        if paths.params.exists():  # a moment's params are written with its first view
+            continue
         save_params(paths.params, FrameParams(pose=frame.pose, scale=frame.scale, extra={
             "expression": frame.expression.to_array(),
             "identity": np.array([identity], dtype=np.int64),
@@ -980,6 +1048,10 @@ def make_dataset(
         "face_region": FACE_REGION,
         "drive_from": str(drive_from) if drive_from is not None else None,
     }
+    if rig is not None:
+        info.update({"num_views": num_views, "view_layout": view_layout, "view_spread": view_spread,
+                     "view_yaws_deg": view_yaws(num_views, view_layout, view_spread).round(6).tolist(),
+                     "views": rig.names, "heldout_views": list(rig.heldout_views)})
     (output_dir / SYNTH_FILE).write_text(json.dumps(info, indent=2))
     return output_dir
 
@@ -1018,6 +1090,14 @@ class SynthConfig:
     """Frame image format (masks are always png)."""
     overwrite: bool = False
     """Replace the dataset (train/, eval/, camera.json, synth.json) in a non-empty output directory."""
+    num_views: int = 1
+    """Synchronised cameras (more than 1: a multi-view capture, images named img_<moment>_camNN)."""
+    view_layout: Literal["arc", "ring"] = "arc"
+    """Where the cameras stand: an arc in front of the face or a ring all around the head."""
+    view_spread: float = 120.0
+    """Arc layout: degrees from the leftmost to the rightmost camera (the ring always spans 360)."""
+    heldout_views: Tuple[int, ...] = ()
+    """Indices of the views kept out of training for novel-view evaluation (e.g. --heldout-views 1 3)."""
 
 
 def main() -> None:
@@ -1027,11 +1107,16 @@ def main() -> None:
     try:
         out = make_dataset(cfg.output_dir, identity=cfg.identity, num_frames=cfg.num_frames,
                            resolution=cfg.resolution, eval_fraction=cfg.eval_fraction, seed=cfg.seed,
-                           drive_from=cfg.drive_from, overwrite=cfg.overwrite, image_format=cfg.image_format)
+                           drive_from=cfg.drive_from, overwrite=cfg.overwrite, image_format=cfg.image_format,
+                           num_views=cfg.num_views, view_layout=cfg.view_layout, view_spread=cfg.view_spread,
+                           heldout_views=cfg.heldout_views)
     except (DatasetError, FileExistsError, ValueError) as err:
         sys.exit(f"error: {err}")
     info = json.loads((out / SYNTH_FILE).read_text())
     source = f", driven by {cfg.drive_from}" if cfg.drive_from is not None else ""
+    if cfg.num_views > 1:
+        heldout = ", ".join(info["heldout_views"]) or "none"
+        source += f", {cfg.num_views} views ({cfg.view_layout}; held out: {heldout})"
     print(f"Wrote {out}: identity {cfg.identity}, {info['num_train']} train + {info['num_eval']} eval frames "
           f"at {info['resolution'][0]}x{info['resolution'][1]}{source}")
 

@@ -218,9 +218,20 @@ class LatentAvatarModel(Model):
         cameras = cameras.to(self.device)
         batch = _batched(batch)
         if batch is not None and "encoder_crop" in batch:
-            code = self.encode(batch["encoder_crop"].to(self.device))
-            if "code_idx" in batch:
-                self.frame_codes[torch.as_tensor(batch["code_idx"], device=self.device).reshape(-1)] = code.detach()
+            crops = batch["encoder_crop"].to(self.device)
+            idx = torch.as_tensor(batch["code_idx"], device=self.device).reshape(-1) if "code_idx" in batch else None
+            moments, inverse = torch.unique(idx, return_inverse=True) if idx is not None else (None, None)
+            if moments is not None and len(moments) < len(idx):
+                # Views of one moment (multi-view captures) share its crop: one code per moment.
+                first = torch.full_like(moments, len(idx)).scatter_reduce(
+                    0, inverse, torch.arange(len(idx), device=self.device), "amin")
+                code = self.encode(crops[first])
+                self.frame_codes[moments] = code.detach()
+                code = code[inverse]
+            else:
+                code = self.encode(crops)
+                if idx is not None:
+                    self.frame_codes[idx] = code.detach()
         else:
             code = self.stored_code(cameras)
         planes = self.triplanes(code)
