@@ -193,6 +193,38 @@ def test_ynet_refuses_non_empty_output_and_resumes(avatar_run: Path, actor_datas
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000000001.pt"]
 
 
+def test_ynet_resume_skips_a_damaged_checkpoint_and_stops_on_non_finite_losses(avatar_run: Path,
+                                                                               actor_dataset: Path, tmp_path: Path,
+                                                                               monkeypatch):
+    import latentavatar_ns.reenact.train_ynet as train_ynet_module
+    from latentavatar_ns.reenact.train_ynet import main, read_checkpoint
+
+    out = tmp_path / "ynet"
+    args = ["--load-config", str(avatar_run), "--actor-data", str(actor_dataset), "--output-dir", str(out),
+            "--batch-size", "4", "--steps-per-save", "2", "--keep-checkpoints", "3", "--device", "cpu"]
+    main(args + ["--steps", "4"])
+    newest = out / "checkpoints" / "step-000000003.pt"
+    newest.write_bytes(newest.read_bytes()[:100])  # as if the disk failed under it
+    with pytest.warns(UserWarning, match="step-000000003.pt: cannot read checkpoint"):
+        assert read_checkpoint(out)["step"] == 1
+
+    real = train_ynet_module._pass_losses
+    calls = {"n": 0}
+
+    def diverging(*a, **kw):  # finite for the first resumed step, NaN from then on
+        calls["n"] += 1
+        losses = real(*a, **kw)
+        return {k: v * float("nan") for k, v in losses.items()} if calls["n"] > 2 else losses
+
+    monkeypatch.setattr(train_ynet_module, "_pass_losses", diverging)
+    with pytest.warns(UserWarning), pytest.raises(SystemExit) as exc:
+        main(args + ["--steps", "20", "--resume", "--max-nonfinite-steps", "3"])
+    assert "training diverged: 3 steps in a row with a non-finite" in one_line_error(exc)
+    saved = read_checkpoint(out)
+    assert saved["step"] == 2  # resumed at 2 from step 1, the last good step saved before stopping
+    assert all(torch.isfinite(v).all() for v in saved["ynet"].values())
+
+
 # ----------------------------------------------------------------------------------------------
 # Reenactment
 

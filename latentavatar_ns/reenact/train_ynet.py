@@ -34,6 +34,7 @@ from typing import Dict, List, Literal, Optional
 
 import tyro
 
+from latentavatar_ns.checkpoints import NonFiniteGuard, TrainingError, checkpoints_in, load_newest, prune, write_atomic
 from latentavatar_ns.data.format import DatasetError
 from latentavatar_ns.reenact.inputs import ReenactError, check_dataset_dir, check_file
 
@@ -75,7 +76,10 @@ class YNetTrainConfig:
     steps_per_save: int = 1000
     """Checkpoint and preview every this many steps (and at the end)."""
     keep_checkpoints: int = 2
-    """How many of the newest checkpoints to keep."""
+    """How many of the newest checkpoints to keep (each written to a temporary file, then renamed)."""
+    max_nonfinite_steps: int = 25
+    """Stop (saving the last good state) after this many steps in a row with a non-finite loss or gradient;
+    fewer are skipped with a warning."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Training device (auto: cuda when available)."""
     seed: int = 0
@@ -100,37 +104,19 @@ class YNetTrainResult:
 
 
 def checkpoint_paths(folder: Path) -> List[Path]:
-    return sorted((Path(folder) / CHECKPOINT_DIR).glob("step-*.pt"))
+    return checkpoints_in(Path(folder) / CHECKPOINT_DIR, ".pt")
 
 
 def save_checkpoint(folder: Path, step: int, payload: Dict, keep: int) -> Path:
-    """Write ``checkpoints/step-XXXXXXXXX.pt`` through a temporary file and ``os.replace``; prune old ones."""
-    import torch
-
-    ckpt_dir = Path(folder) / CHECKPOINT_DIR
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    path = ckpt_dir / f"step-{step:09d}.pt"
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    for old in checkpoint_paths(folder)[:-max(keep, 1)]:
-        old.unlink(missing_ok=True)
+    """Write ``checkpoints/step-XXXXXXXXX.pt`` atomically (temporary beside the folder); prune old ones."""
+    path = write_atomic(payload, Path(folder) / CHECKPOINT_DIR / f"step-{step:09d}.pt", tmp_dir=Path(folder))
+    prune(Path(folder) / CHECKPOINT_DIR, ".pt", keep)
     return path
 
 
-def read_checkpoint(path: Path) -> Dict:
-    """A Y-network checkpoint (a file, or the newest one in a training output folder)."""
+def _read_one(path: Path) -> Dict:
     import torch
 
-    path = Path(path)
-    if path.is_dir():
-        found = checkpoint_paths(path)
-        if not found:
-            raise ReenactError(f"{path}: no Y-network checkpoint in {path / CHECKPOINT_DIR} "
-                               "(train one with ns-latentavatar-ynet)")
-        path = found[-1]
-    elif not path.is_file():
-        raise ReenactError(f"{path}: Y-network not found")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -139,6 +125,23 @@ def read_checkpoint(path: Path) -> Dict:
         raise ReenactError(f"{path}: not a Y-network checkpoint (written by ns-latentavatar-ynet)")
     data["path"] = str(path)
     return data
+
+
+def read_checkpoint(path: Path) -> Dict:
+    """A Y-network checkpoint: a file, or the newest readable one in a training output folder."""
+    path = Path(path)
+    if path.is_dir():
+        found = checkpoint_paths(path)
+        if not found:
+            raise ReenactError(f"{path}: no Y-network checkpoint in {path / CHECKPOINT_DIR} "
+                               "(train one with ns-latentavatar-ynet)")
+        try:
+            return load_newest(found, _read_one)[1]
+        except TrainingError as err:
+            raise ReenactError(str(err)) from None
+    if not path.is_file():
+        raise ReenactError(f"{path}: Y-network not found")
+    return _read_one(path)
 
 
 def load_ynet(path: Path):
@@ -168,7 +171,7 @@ def check_avatar_match(avatar_fingerprint: Dict, data: Dict, avatar_config: Path
 
 
 def prepare_output(cfg: YNetTrainConfig) -> Optional[Path]:
-    """Check the output folder against --resume / --overwrite; the checkpoint to resume from, if any."""
+    """Check the output folder against --resume / --overwrite; the folder to resume from, if any."""
     out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
         raise ReenactError(f"{out}: output folder is a file")
@@ -176,7 +179,7 @@ def prepare_output(cfg: YNetTrainConfig) -> Optional[Path]:
         found = checkpoint_paths(out)
         if not found:
             raise ReenactError(f"{out}: nothing to resume (no {CHECKPOINT_DIR}/step-*.pt); drop --resume to start")
-        return found[-1]
+        return out
     if out.exists() and any(out.iterdir()):
         if not cfg.overwrite:
             raise ReenactError(f"{out} is not empty; pass --resume to continue its training or --overwrite to "
@@ -288,6 +291,7 @@ def train_ynet(cfg: YNetTrainConfig) -> YNetTrainResult:
         ynet.load_state_dict(data["ynet"])
         optimizer.load_state_dict(data["optimizer"])
         start = int(data["step"]) + 1
+        resume_from = Path(data["path"])
     generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + start)
     batches = {"avatar": _Batches(len(avatar_crops), cfg.batch_size, generator),
                "actor": _Batches(len(actor_crops), cfg.batch_size, generator)}
@@ -316,6 +320,8 @@ def train_ynet(cfg: YNetTrainConfig) -> YNetTrainResult:
 
     history: List[Dict[str, float]] = []
     checkpoint = resume_from
+    guard = NonFiniteGuard(cfg.max_nonfinite_steps)
+    last_good: Optional[int] = None
     began = time.time()
     ynet.train()
     w = {"image": cfg.image_loss_weight, "code": cfg.code_loss_weight, "cycle": cfg.cycle_loss_weight}
@@ -330,8 +336,22 @@ def train_ynet(cfg: YNetTrainConfig) -> YNetTrainResult:
                                avatar_theta[idx_ava.to(device)], theta_var)
             act = _pass_losses(ynet, to_float(actor_crops[idx_act]).to(device), "actor", cfg)
             total = sum(w[k] * v for k, v in ava.items()) + sum(w[k] * v for k, v in act.items())
-            total.backward()
+            ok = NonFiniteGuard.finite(total)
+            if ok:
+                total.backward()
+                ok = NonFiniteGuard.finite(total, ynet.parameters())
+            try:
+                guard.record(ok, step)
+            except TrainingError:
+                if last_good is not None:
+                    save(last_good)  # the weights are still those of the last good step
+                raise
+            if not ok:
+                optimizer.zero_grad(set_to_none=True)
+                progress.update(task, advance=1)
+                continue
             optimizer.step()
+            last_good = step
             if step % cfg.steps_per_log == 0 or step == cfg.steps - 1:
                 row = {"step": step, "total": float(total.detach()),
                        **{f"avatar/{k}": float(v.detach()) for k, v in ava.items()},
@@ -355,7 +375,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     cfg = tyro.cli(YNetTrainConfig, args=argv)
     try:
         result = train_ynet(cfg)
-    except (ReenactError, DatasetError) as err:
+    except (ReenactError, DatasetError, TrainingError) as err:
         sys.exit(f"error: {err}")
     print(f"Y-network saved to {result.checkpoint} ({result.seconds:.0f} s); preview: "
           f"{Path(cfg.output_dir) / PREVIEW_FILE}")
