@@ -3,12 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo demo-video test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -e ".[dev,process]"
+	# mediapipe without its opencv-contrib-python requirement: nerfstudio's headless cv2 serves both.
+	$(BIN)/python -m pip install --no-deps mediapipe==1.2.2
 	$(BIN)/ns-latentavatar-assets fetch
 	touch $@
 
@@ -17,6 +19,9 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/ns-latentavatar-demo $(DEMO_ARGS)
 
+demo-video: setup
+	$(BIN)/ns-latentavatar-demo-video $(DEMO_ARGS)
+
 test: setup
 	$(BIN)/python -m pytest
 
@@ -24,4 +29,4 @@ bench: setup
 	$(BIN)/python scripts/bench_quality.py
 
 clean:
-	rm -rf $(VENV) demo_output
+	rm -rf $(VENV) demo_output demo_video_output

@@ -181,9 +181,9 @@ ASSETS: Dict[str, Asset] = {
             filename="selfie_segmentation.tflite",
             sha256="9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c",
             size=249505,
-            description="MediaPipe selfie (person) segmentation; downloads a 36 MB wheel",
+            description="MediaPipe selfie (person) segmentation, for ns-latentavatar-process mattes "
+            "(downloads a 36 MB wheel)",
             pip_args=_MEDIAPIPE_WHEEL,
-            large=True,
         ),
     ]
 }
