@@ -194,19 +194,20 @@ class Crop:
         return ix * iy / self.side**2
 
 
-BOX_CENTER = 0.5 * (np.array(OFFICIAL_BOX[0]) + np.array(OFFICIAL_BOX[1]))
-BOX_HEIGHT = OFFICIAL_BOX[1][1] - OFFICIAL_BOX[0][1]
-
-
 def head_crop(pose: np.ndarray, scale: float, world_to_camera: np.ndarray, K_source: np.ndarray,
               resolution: int, crop_scale: float) -> Crop:
-    """The square centred on the canonical box's centre whose side is ``crop_scale`` times the box's
-    height at that depth: it follows the head and keeps its size whatever way the head turns."""
-    centre_world = head_to_world(pose, scale)[:3, :3] @ BOX_CENTER + pose[3:6]
-    depth = (world_to_camera[:3, :3] @ centre_world + world_to_camera[:3, 3])[2]
-    u, v = project_points(centre_world[None], world_to_camera, K_source)[0]
-    side = crop_scale * K_source[1, 1] * BOX_HEIGHT * scale / depth
-    return Crop(u - side / 2.0, v - side / 2.0, side, resolution)
+    """The square around the canonical box's projection (``crop_scale`` times its larger side).
+
+    The box is everything the avatar's field can hold, so with ``crop_scale >= 1`` the whole head is
+    in view; projecting its corners (rather than sizing from its centre's depth) keeps that true
+    at phone distances, where the face is much nearer the camera than the back of the head.
+    """
+    lo, hi = np.asarray(OFFICIAL_BOX[0]), np.asarray(OFFICIAL_BOX[1])
+    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    uv = project_canonical(corners, pose, scale, world_to_camera, K_source)
+    (u0, v0), (u1, v1) = uv.min(0), uv.max(0)
+    side = crop_scale * max(u1 - u0, v1 - v0)
+    return Crop((u0 + u1 - side) / 2.0, (v0 + v1 - side) / 2.0, side, resolution)
 
 
 def box_hit_mask(K: np.ndarray, world_to_camera: np.ndarray, pose: np.ndarray, scale: float,

@@ -59,8 +59,9 @@ class ProcessConfig:
     """Assumed field of view of the source camera across its longer side (phone cameras: about 55-75)."""
     smooth_sigma: float = 1.5
     """Temporal smoothing of head pose and face crops: Gaussian sigma in processed frames (0: none)."""
-    crop_scale: float = 1.1
-    """Crop side as a multiple of the canonical box's height (3.6 units = 29 cm) at the head's depth."""
+    crop_scale: float = 1.0
+    """Crop side as a multiple of the larger side of the canonical head box's projection (the box,
+    24 x 29 x 24 cm, is all the avatar can model; below 1 the crop cuts into it)."""
     face_margin: float = 1.1
     """Encoder face crop: side of the eye-aligned square as a multiple of the landmarks' extent."""
     min_person_score: float = 0.5
