@@ -12,8 +12,8 @@ from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
-from latentavatar_ns.data.dataparser import LatentAvatarDataParserConfig
 from latentavatar_ns.data.datamanager import LatentAvatarDataManagerConfig
+from latentavatar_ns.data.dataparser import LatentAvatarDataParserConfig
 from latentavatar_ns.data.format import DatasetError
 from latentavatar_ns.model.latentavatar import LatentAvatarModelConfig
 from latentavatar_ns.pipeline import LatentAvatarPipelineConfig

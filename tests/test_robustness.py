@@ -13,6 +13,7 @@ from typing import List
 import pytest
 import torch
 
+from latentavatar_ns import fuzz
 from latentavatar_ns.checkpoints import NonFiniteGuard, TrainingError, checkpoints_in, load_newest, prune, write_atomic
 from latentavatar_ns.configs import tiny_config
 from latentavatar_ns.trainer import LatentAvatarTrainer
@@ -218,3 +219,49 @@ def test_ns_train_bad_data_leaves_no_run_folder(official_dataset: Path, tmp_path
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {image}: cannot decode image")
     assert not out.exists() or not any(out.rglob("*"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Malformed input (the catalogue bench_robustness.py runs through every command)
+
+
+def _load_everything(root: Path) -> None:
+    """What ns-train does to a dataset before its first step: parse both splits, decode every frame."""
+    from latentavatar_ns.data.dataparser import LatentAvatarDataParserConfig
+    from latentavatar_ns.data.dataset import LatentAvatarDataset
+
+    parser = LatentAvatarDataParserConfig(data=root).setup()
+    for split in ("train", "test"):
+        dataset = LatentAvatarDataset(parser.get_dataparser_outputs(split), crop_size=16)
+        for i in range(len(dataset)):
+            dataset.get_data(i)
+
+
+@pytest.mark.parametrize("breaker", sorted(fuzz.DATASET_BREAKERS))
+def test_every_broken_dataset_is_one_error_naming_the_file(official_dataset: Path, tmp_path: Path, breaker: str):
+    from latentavatar_ns.data.format import DatasetError
+
+    _load_everything(official_dataset)  # the intact copy loads
+    named = fuzz.broken_dataset(official_dataset, tmp_path / "broken", breaker)
+    with pytest.raises(DatasetError) as exc:
+        _load_everything(tmp_path / "broken")
+    message = str(exc.value)
+    assert "\n" not in message and message.startswith(str(named)), message
+
+
+def test_classify_sorts_endings():
+    assert fuzz.classify(1, "", "noise\nerror: /d/img.jpg: cannot read image\n", "/d/img.jpg") == \
+        ("error", "error: /d/img.jpg: cannot read image")
+    assert fuzz.classify(1, "", "error: something else\n", "/d/img.jpg")[0] == "unclear-error"
+    assert fuzz.classify(1, "", "Traceback (most recent call last):\nKeyError: 1\n", "/d")[0] == "traceback"
+    assert fuzz.classify(0, "skipped 3 frames without a face\n", "", "/d")[0] == "skip"
+    assert fuzz.classify(0, "done\n", "", "/d")[0] == "accepted"
+    assert fuzz.classify(None, "", "", "/d")[0] == "timeout"
+
+
+@pytest.mark.parametrize("name", ["ns-train: NaN pose", "ns-train: run folder already holds checkpoints",
+                                  "synth: output folder not empty"])
+def test_commands_refuse_malformed_input_with_one_line(synthetic_dataset: Path, tmp_path: Path, name: str):
+    case = next(c for c in fuzz.all_cases() if c.name == name)
+    outcome = fuzz.run_case(case, tmp_path / "case", fuzz.Fixtures(dataset=synthetic_dataset))
+    assert outcome.ok, outcome

@@ -297,16 +297,21 @@ def _check_images(frames: List[FrameFiles], params: Optional[List[FrameParams]] 
     datasets: the first bad file in frame order is the one reported).
     """
     size: Optional[Tuple[int, int]] = None
+    colour: Optional[str] = None
     for frame in frames:
         if not frame.mask.exists():
             raise DatasetError(f"{frame.mask}: mask file is missing for {frame.image.name}")
-        image_size = _image_size(frame.image)
+        image_size, mode = _image_header(frame.image)
+        kind = "grey" if mode in _GREY_MODES else "colour"
         if size is None:
-            size = image_size
+            size, colour = image_size, kind
         elif image_size != size:
             raise DatasetError(f"{frame.image}: image is {image_size[0]}x{image_size[1]} but earlier frames "
                                f"are {size[0]}x{size[1]}; all frames must have one size")
-        mask_size = _image_size(frame.mask)
+        elif kind != colour:
+            raise DatasetError(f"{frame.image}: image is {kind} ({mode}) but earlier frames are {colour}; "
+                               "all frames must be of one kind")
+        mask_size, _ = _image_header(frame.mask, masks=True)
         if mask_size != image_size:
             raise DatasetError(f"{frame.mask}: mask is {mask_size[0]}x{mask_size[1]} but its image is "
                                f"{image_size[0]}x{image_size[1]}")
@@ -316,13 +321,23 @@ def _check_images(frames: List[FrameFiles], params: Optional[List[FrameParams]] 
     return size
 
 
-def _image_size(path: Path) -> Tuple[int, int]:
-    """(width, height) from the header; an unreadable file is a one-line error naming it."""
+# 8-bit pixel formats PIL turns into RGB (frames) or a matte (masks) without loss; 16-bit, float and
+# CMYK files would be silently clipped or mis-coloured, so they are refused by name.
+_COLOUR_MODES = ("RGB", "RGBA", "RGBX", "P", "PA", "YCbCr")
+_GREY_MODES = ("L", "LA")
+
+
+def _image_header(path: Path, masks: bool = False) -> Tuple[Tuple[int, int], str]:
+    """((width, height), mode) from the header; an unreadable or unsupported file is a one-line error naming it."""
     try:
         with Image.open(path) as img:
-            return img.size
+            size, mode = img.size, img.mode
     except Exception as err:
         raise DatasetError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
+    if mode not in _COLOUR_MODES + _GREY_MODES + (("1",) if masks else ()):
+        raise DatasetError(f"{path}: pixel format {mode} is not supported; save {'masks' if masks else 'frames'} "
+                           "as 8-bit " + ("grey or RGB(A)" if masks else "RGB"))
+    return size, mode
 
 
 latentavatar_dataparser = DataParserSpecification(

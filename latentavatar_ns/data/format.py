@@ -95,6 +95,8 @@ class CameraSpec:
                                "fx, fy, cx, cy and optionally world_to_camera (4x4)") from None
         if spec.world_to_camera.shape != (4, 4) or not np.all(np.isfinite(spec.world_to_camera)):
             raise DatasetError(f"{path}: world_to_camera must be a finite 4x4 matrix")
+        if not np.all(np.isfinite([spec.fx, spec.fy, spec.cx, spec.cy])):
+            raise DatasetError(f"{path}: fx, fy, cx and cy must be finite numbers")
         if spec.width <= 0 or spec.height <= 0 or spec.fx <= 0 or spec.fy <= 0:
             raise DatasetError(f"{path}: image size and focal lengths must be positive")
         return spec

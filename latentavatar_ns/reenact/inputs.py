@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif", ".wmv", ".flv")
 
@@ -42,3 +42,13 @@ def check_new_file(path: Path, overwrite: bool) -> Path:
     if path.exists() and not overwrite:
         raise ReenactError(f"{path} already exists; pass --overwrite to replace it")
     return path
+
+
+def check_outside(output: Path, inputs: Dict[str, Optional[Path]]) -> Path:
+    """Outputs never go inside an input folder (a dataset, the avatar's run): refuse, naming both."""
+    output = Path(output).resolve()
+    for what, folder in inputs.items():
+        if folder is not None and Path(folder).is_dir() and Path(folder).resolve() in (output, *output.parents):
+            raise ReenactError(f"{output}: output would be written inside the {what} ({folder}); "
+                               "choose a path outside it")
+    return output

@@ -27,7 +27,13 @@ import tyro
 from typing_extensions import Annotated
 
 from latentavatar_ns.data.format import DatasetError
-from latentavatar_ns.reenact.inputs import ReenactError, check_dataset_dir, check_file, check_new_file
+from latentavatar_ns.reenact.inputs import (
+    ReenactError,
+    check_dataset_dir,
+    check_file,
+    check_new_file,
+    check_outside,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -324,6 +330,9 @@ def reenact(cfg: ReenactConfig) -> Tuple[Path, int]:
         check_dataset_dir(cfg.driving, "driving dataset")
     if cfg.camera_path is not None:
         check_file(cfg.camera_path, "camera path")
+    for out_path in (output, frames_dir):
+        if out_path is not None:
+            check_outside(out_path, {"driving dataset": cfg.driving})
     if cfg.smooth < 1:
         raise ReenactError(f"--smooth must be at least 1 frame, got {cfg.smooth}")
 

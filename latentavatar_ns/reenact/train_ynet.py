@@ -36,7 +36,7 @@ import tyro
 
 from latentavatar_ns.checkpoints import NonFiniteGuard, TrainingError, checkpoints_in, load_newest, prune, write_atomic
 from latentavatar_ns.data.format import DatasetError
-from latentavatar_ns.reenact.inputs import ReenactError, check_dataset_dir, check_file
+from latentavatar_ns.reenact.inputs import ReenactError, check_dataset_dir, check_file, check_outside
 
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
@@ -258,6 +258,7 @@ def train_ynet(cfg: YNetTrainConfig) -> YNetTrainResult:
     check_dataset_dir(cfg.actor_data, "actor dataset")
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ReenactError(f"--steps and --batch-size must be positive (got {cfg.steps}, {cfg.batch_size})")
+    check_outside(cfg.output_dir, {"actor dataset": cfg.actor_data})
     resume_from = prepare_output(cfg)
 
     import torch
