@@ -57,7 +57,11 @@ class BenchMultiview:
     """cpu or cuda."""
     output: Path = Path("bench/multiview.json")
     work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "bench_multiview")
-    """Dataset and runs (replaced)."""
+    """Dataset and runs (replaced unless --reuse)."""
+    arms: Tuple[str, ...] = ("multiview", "frontal_only")
+    """Which avatars to train and score."""
+    reuse: bool = False
+    """Keep the dataset and any finished run in work-dir (lets the arms train in separate processes)."""
 
 
 def ns_train(cfg: BenchMultiview, data: Path, out: Path, name: str, extra: List[str]) -> Path:
@@ -70,6 +74,15 @@ def ns_train(cfg: BenchMultiview, data: Path, out: Path, name: str, extra: List[
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     return out / name / cfg.method / "run" / "config.yml"
+
+
+def finished_run(cfg: BenchMultiview, out: Path, name: str) -> Tuple[Path, float] | None:
+    """A run of this budget already in work-dir: its config.yml and training wall time (config to last checkpoint)."""
+    config = out / name / cfg.method / "run" / "config.yml"
+    last = config.parent / "nerfstudio_models" / f"step-{cfg.iterations - 1:09d}.ckpt"
+    if not (config.exists() and last.exists()):
+        return None
+    return config, last.stat().st_mtime - config.stat().st_mtime
 
 
 def head_box(matte: torch.Tensor, margin: int = 2) -> Tuple[int, int, int, int]:
@@ -106,9 +119,11 @@ def main() -> None:
     from nerfstudio.utils.eval_utils import eval_setup
 
     work = cfg.work_dir
-    data = make_dataset(work / "data", identity=cfg.identity, num_frames=cfg.num_frames, resolution=cfg.resolution,
-                        eval_fraction=0.15, seed=cfg.seed, overwrite=True, num_views=cfg.num_views,
-                        view_spread=cfg.view_spread, heldout_views=cfg.heldout_views)
+    data = work / "data"
+    if not (cfg.reuse and (data / "synth.json").exists()):
+        make_dataset(data, identity=cfg.identity, num_frames=cfg.num_frames, resolution=cfg.resolution,
+                     eval_fraction=0.15, seed=cfg.seed, overwrite=True, num_views=cfg.num_views,
+                     view_spread=cfg.view_spread, heldout_views=cfg.heldout_views)
     info = json.loads((data / "synth.json").read_text())
     parser = LatentAvatarDataParserConfig(data=data).setup()
     parser.get_dataparser_outputs("train")
@@ -123,10 +138,15 @@ def main() -> None:
     }
     metrics = ImageMetrics(lpips_nets=("vgg", "alex"))
     results: Dict[str, Dict] = {}
-    for name, extra in arms.items():
-        start = time.time()
-        config = ns_train(cfg, data, work / "runs", name, extra)
-        wall = time.time() - start
+    for name in cfg.arms:
+        done = finished_run(cfg, work / "runs", name) if cfg.reuse else None
+        if done is None:
+            start = time.time()
+            config = ns_train(cfg, data, work / "runs", name, arms[name])
+            wall = time.time() - start
+        else:
+            config, wall = done
+            print(f"{name}: reusing the finished run {config}", flush=True)
         _, pipeline, _, step = eval_setup(config, test_mode="test")
         results[name] = {
             "train_views": sorted(set(pipeline.datamanager.train_dataset.metadata["image_views"])),
@@ -138,6 +158,11 @@ def main() -> None:
             "frontal_view_eval_moments": score(pipeline, data, (frontal,), "eval", metrics),
         }
         print(name, json.dumps(results[name]), flush=True)
+    if set(results) != set(arms):
+        cfg.output.parent.mkdir(parents=True, exist_ok=True)
+        cfg.output.write_text(json.dumps({"config": {k: str(v) for k, v in asdict(cfg).items()}, "results": results},
+                                         indent=2))
+        return
     delta = {}
     for key in ("heldout_views_train_moments", "heldout_views_eval_moments", "frontal_view_eval_moments"):
         m, f = results["multiview"][key], results["frontal_only"][key]

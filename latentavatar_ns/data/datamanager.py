@@ -29,8 +29,7 @@ class LatentAvatarDataManagerConfig(FullImageDatamanagerConfig):
     images_per_batch: int = 2
     """Images per training step (each moment with its own expression code)."""
     views_per_moment: int = 1
-    """Multi-view captures: images of one moment in a batch (its views; capped by the batch and the
-    moment's training views). 1 draws every image independently, as for a monocular video."""
+    """Multi-view captures: views of one moment in a batch (1 draws every image independently, as for a video)."""
     encoder_crop_size: int = 128
     """Side of the face crop fed to the expression encoder."""
     cache_images: Literal["cpu", "gpu"] = "gpu"

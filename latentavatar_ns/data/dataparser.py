@@ -59,8 +59,7 @@ class LatentAvatarDataParserConfig(DataParserConfig):
     face_half_size: float = DEFAULT_FACE_HALF_SIZE
     """Half side of that square, canonical units."""
     encoder_view: str = ""
-    """Multi-view captures: the view whose face crop feeds the encoder ("" = camera.json's
-    encoder_view, else the most frontal view: the one facing the face most directly on average)."""
+    """Multi-view captures: the view whose face crop feeds the encoder ("" = camera.json's encoder_view, else the most frontal training view)."""
     train_views: Tuple[str, ...] = ()
     """Multi-view captures: the views that supervise training (empty = all but camera.json's heldout_views)."""
     eval_views: Tuple[str, ...] = ()
