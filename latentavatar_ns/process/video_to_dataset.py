@@ -67,6 +67,9 @@ class ProcessConfig:
     min_person_score: float = 0.5
     """A detected face counts only if the person segmenter's mean confidence over the middle of the
     face is at least this (rejects "faces" found in text, drawings and patterns)."""
+    matting: Literal["selfie", "rvm"] = "selfie"
+    """Matte model: MediaPipe's selfie segmentation (fast, Apache-2.0), or Robust Video Matting (soft
+    hair edges, GPL-3.0 weights; needs onnxruntime and `ns-latentavatar-assets fetch rvm_mobilenetv3_fp32.onnx`)."""
     clip_mask_to_box: bool = True
     """Keep only the part of the person matte whose rays pass through the canonical head box
     (drops shoulders and torso, which the avatar cannot model)."""
@@ -123,13 +126,14 @@ def _validate(cfg: ProcessConfig) -> None:
 
 def process(cfg: ProcessConfig) -> Dict:
     """Run both passes and write the dataset; returns the summary (also written as JSON)."""
-    from latentavatar_ns.process.matte import SelfieSegmenter
+    from latentavatar_ns.process.matte import RobustVideoMatting, SelfieSegmenter
     from latentavatar_ns.process.sheet import SheetTile, write_contact_sheet
 
     start = time.time()
     _validate(cfg)
     task_path = asset_path("face_landmarker.task")
     seg_path = asset_path("selfie_segmentation.tflite")
+    rvm_path = asset_path("rvm_mobilenetv3_fp32.onnx") if cfg.matting == "rvm" else None
     source = FrameSource(cfg.input, stride=cfg.stride, max_frames=cfg.max_frames)
     _check_output(cfg)
     template = load_template(task_path)
@@ -205,17 +209,20 @@ def process(cfg: ProcessConfig) -> Dict:
     tiles = []
     Ks, reproj_raw, reproj, coverage, inside, face_side = [], [], [], [], [], []
     res = cfg.resolution
-    with SelfieSegmenter(seg_path) as segmenter:
+    matter = RobustVideoMatting(rvm_path) if rvm_path is not None else SelfieSegmenter(seg_path)
+    with matter:
         frames = FrameSource(cfg.input, stride=cfg.stride, max_frames=cfg.max_frames)
         for frame in _progress(frames, decoded, "writing dataset"):
             if frame.index not in by_source:
+                if rvm_path is not None:
+                    matter(frame.rgb)  # the recurrent matte sees every frame in order
                 continue
             i, rec = by_source[frame.index]
             split = "train" if i < n - n_eval else "eval"
             crop = geo.head_crop(rec.pose, scale, w2c, K_src, res, cfg.crop_scale)
             K = crop.intrinsics(K_src)
             image = crop.warp(frame.rgb)
-            matte = crop.warp(segmenter(frame.rgb))
+            matte = crop.warp(matter(frame.rgb))
             if cfg.clip_mask_to_box:
                 matte = matte * geo.box_hit_mask(K, w2c, rec.pose, scale, res, res)
             lms = crop.to_crop(rec.landmarks)
