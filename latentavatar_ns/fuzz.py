@@ -329,6 +329,15 @@ def _train_existing_run(work: Path, fx: Fixtures) -> Invocation:
     return Invocation(argv, str(models.parent), inputs=[out])
 
 
+def _train_output_in_input(work: Path, fx: Fixtures) -> Invocation:
+    data = work / "data"
+    shutil.copytree(fx.dataset, data)
+    out = data / "runs"
+    argv = [_script("ns-train"), "latentavatar-tiny", "--data", str(data), "--output-dir", str(out),
+            "--vis", "tensorboard", "--machine.device-type", "cpu", "--max-num-iterations", "2"]
+    return Invocation(argv, str(data), outputs=[out], inputs=[data])
+
+
 def _train_damaged_load_dir(work: Path, fx: Fixtures) -> Invocation:
     models = work / "old" / "nerfstudio_models"
     models.mkdir(parents=True)
@@ -423,6 +432,7 @@ def all_cases() -> List[Case]:
     cases += [
         Case("ns-train: run folder already holds checkpoints", "ns-train", _train_existing_run),
         Case("ns-train: --load-dir with only a damaged checkpoint", "ns-train", _train_damaged_load_dir),
+        Case("ns-train: output inside the dataset", "ns-train", _train_output_in_input),
         Case("reenact: config points at missing checkpoints", "ns-latentavatar-reenact", _reenact_no_checkpoint,
              ("avatar_config",)),
         Case("reenact: every checkpoint damaged", "ns-latentavatar-reenact", _reenact_damaged_checkpoint,

@@ -64,6 +64,11 @@ class LatentAvatarTrainerConfig(TrainerConfig):
         if self.resume and self.load_dir is None and self.load_checkpoint is None:
             self.load_dir = self.find_resume_dir()
             CONSOLE.print(f"Resuming from {self.load_dir}")
+        data = getattr(self.pipeline.datamanager, "data", None)
+        base = self.get_base_dir().resolve()
+        if data is not None and Path(data).is_dir() and Path(data).resolve() in base.parents:
+            raise TrainingError(f"{base}: the run would be written inside the dataset ({data}); "
+                                "pass an --output-dir outside it")
         ckpt_dir = self.get_checkpoint_dir()
         continuing = self.load_dir is not None and Path(self.load_dir).resolve() == ckpt_dir.resolve()
         if checkpoints_in(ckpt_dir, CKPT_SUFFIX) and not (continuing or self.overwrite):
@@ -85,7 +90,7 @@ class LatentAvatarTrainer(Trainer):
     def setup(self, test_mode="val") -> None:
         try:
             super().setup(test_mode)
-        except DatasetError:
+        except (DatasetError, TrainingError):  # bad data, or no checkpoint to load
             self.remove_run_without_checkpoints()
             raise
 

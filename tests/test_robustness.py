@@ -207,6 +207,9 @@ def test_a_run_folder_with_checkpoints_is_not_overwritten(synthetic_dataset: Pat
     assert (models / "step-000000010.ckpt").read_bytes() == b"precious"
     with pytest.raises(TrainingError, match="nothing to resume"):
         tiny_trainer_config(synthetic_dataset, tmp_path / "elsewhere", resume=True).save_config()
+    with pytest.raises(TrainingError, match="would be written inside the dataset"):
+        tiny_trainer_config(synthetic_dataset, synthetic_dataset / "runs").save_config()
+    assert not (synthetic_dataset / "runs").exists()
 
 
 def test_ns_train_bad_data_leaves_no_run_folder(official_dataset: Path, tmp_path: Path):

@@ -16,7 +16,11 @@ import numpy as np
 import torch
 import yaml
 
-from latentavatar_ns.data.dataparser import LatentAvatarDataParser, LatentAvatarDataParserConfig
+from latentavatar_ns.checkpoints import TrainingError, checkpoints_in, load_newest
+from latentavatar_ns.data.dataparser import (
+    LatentAvatarDataParser,
+    LatentAvatarDataParserConfig,
+)
 from latentavatar_ns.data.dataset import LatentAvatarDataset, read_rgb
 from latentavatar_ns.data.face_crop import extract_crop
 from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
@@ -92,13 +96,10 @@ def load_avatar(config_path: Path) -> Avatar:
     model_config = getattr(getattr(config, "pipeline", None), "model", None)
     if not isinstance(model_config, LatentAvatarModelConfig):
         raise ReenactError(f"{config_path}: not a LatentAvatar run (its model is {type(model_config).__name__})")
-    checkpoint = latest_checkpoint(config_path, config)
-    try:
-        loaded = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        state = loaded["pipeline"]
-        step = int(loaded.get("step", 0))
-    except Exception as err:
-        raise ReenactError(f"{checkpoint}: cannot read avatar checkpoint ({type(err).__name__}: {err})") from None
+    try:  # a damaged newest checkpoint (a crash mid-save by another tool) falls back to the one before
+        checkpoint, (state, step) = load_newest(checkpoints(config_path, config), _read_avatar_checkpoint)
+    except TrainingError as err:
+        raise ReenactError(f"cannot read the avatar's checkpoints: {err}") from None
     state = {key[len("module."):] if key.startswith("module.") else key: value for key, value in state.items()}
     encoder = ExpressionEncoder(model_config.encoder_crop_size, model_config.encoder_channels, model_config.code_dim)
     mapping = MappingMLP(model_config.code_dim, model_config.code_dim, model_config.theta_dim)
@@ -114,18 +115,23 @@ def load_avatar(config_path: Path) -> Avatar:
     return Avatar(config_path, config, checkpoint, state, step, encoder, mapping)
 
 
-def latest_checkpoint(config_path: Path, config) -> Path:
-    """The newest ``step-*.ckpt`` next to the config (a moved run) or where the config says it saved them."""
+def checkpoints(config_path: Path, config) -> List[Path]:
+    """The ``step-*.ckpt`` files next to the config (a moved run) or where the config says it saved them."""
     candidates = [config_path.parent / config.relative_model_dir]
     try:
         candidates.append(config.get_checkpoint_dir())
     except Exception:  # an incomplete config has no recorded run directory
         pass
     for folder in candidates:
-        ckpts = sorted(Path(folder).glob("step-*.ckpt")) if Path(folder).is_dir() else []
-        if ckpts:
-            return ckpts[-1]
+        found = checkpoints_in(Path(folder), ".ckpt")
+        if found:
+            return found
     raise ReenactError(f"{config_path}: no checkpoint found in {candidates[0]} (train the avatar first)")
+
+
+def _read_avatar_checkpoint(path: Path) -> Tuple[Dict, int]:
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    return loaded["pipeline"], int(loaded.get("step", 0))
 
 
 def build_pipeline(avatar: Avatar, device: torch.device):
