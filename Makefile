@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo demo-video test bench clean
+.PHONY: setup demo demo-video test bench clean browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,12 @@ demo: setup
 demo-video: setup
 	$(BIN)/ns-latentavatar-demo-video $(DEMO_ARGS)
 
-test: setup
+# Headless Chromium for the viewer's browser test (Debian's package; apt-get only when it is missing).
+browser:
+	@test -x /usr/bin/chromium || { apt-get update && apt-get install -y chromium; } \
+	  || { sudo apt-get update && sudo apt-get install -y chromium; }
+
+test: setup browser
 	$(BIN)/python -m pytest
 
 bench: setup

@@ -21,6 +21,11 @@ from latentavatar_ns.data.datamanager import LatentAvatarDataManagerConfig
 from latentavatar_ns.data.dataset import LatentAvatarDataset
 from latentavatar_ns.model.latentavatar import LatentAvatarModel, LatentAvatarModelConfig
 from latentavatar_ns.model.sampling import OccupancyGrid
+from latentavatar_ns.ffmpeg import ensure_ffmpeg_on_path
+from latentavatar_ns.viewer_panel import ExpressionPanel
+
+# Imported through the entry point by every ns-* command: ns-render finds an ffmpeg for its videos.
+ensure_ffmpeg_on_path()
 
 
 @dataclass
@@ -33,6 +38,16 @@ class LatentAvatarPipelineConfig(VanillaPipelineConfig):
 class LatentAvatarPipeline(VanillaPipeline):
     config: LatentAvatarPipelineConfig
     _model: LatentAvatarModel
+
+    def __init__(self, config: LatentAvatarPipelineConfig, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        # Time is the expression: a camera path's per-keyframe time picks a training frame, so the
+        # viewer's render panel offers time on its keyframes (nerfstudio shows it only for "timed" data).
+        self.datamanager.includes_time = True
+        # The viewer finds the panel's GUI elements on this module; the model asks it for viewer codes.
+        self.expression = ExpressionPanel(self.model.num_train_frames,
+                                          self.model.frame_codes.shape[0] - self.model.num_train_frames)
+        self.model.attach_expression_panel(self.expression)
 
     def get_train_loss_dict(self, step: int):
         cameras, batch = self.datamanager.next_train(step)

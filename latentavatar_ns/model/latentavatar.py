@@ -113,6 +113,7 @@ class LatentAvatarModel(Model):
         # Held outside the module tree: a frozen loss network belongs in neither checkpoints nor param groups.
         self._lpips = (load_lpips("vgg"),) if (cfg.lpips_loss_weight > 0 or cfg.eval_lpips) else (None,)
         self._plane_cache: Optional[Tuple[Tensor, Tensor]] = None
+        self._expression_panel: Tuple[Optional[nn.Module]] = (None,)
 
     @property
     def lpips(self) -> Optional[nn.Module]:
@@ -179,11 +180,23 @@ class LatentAvatarModel(Model):
         elif "cam_idx" in meta:
             idx = torch.as_tensor(meta["cam_idx"], device=self.device).reshape(-1)
         elif cameras.times is not None:
-            idx = (cameras.times.reshape(-1).to(self.device) * (self.num_train_frames - 1)).round().long()
+            return self.frame_codes[self.frame_at_times(cameras.times, b)]
         else:
             idx = torch.zeros(1, dtype=torch.long, device=self.device)
-        idx = idx.clamp(0, self.frame_codes.shape[0] - 1).expand(b) if idx.numel() == 1 else idx
-        return self.frame_codes[idx]
+        idx = idx.clamp(0, self.frame_codes.shape[0] - 1)
+        return self.frame_codes[idx.expand(b) if idx.numel() == 1 else idx]
+
+    def frame_at_times(self, times: Float[Tensor, "*B 1"], num: int) -> Tensor:
+        """Training frame shown at a time in [0, 1] (a camera path's keyframe time): 0 first, 1 last."""
+        idx = (times.reshape(-1).to(self.device).clamp(0.0, 1.0) * (self.num_train_frames - 1)).round().long()
+        return idx.expand(num) if idx.numel() == 1 else idx
+
+    def attach_expression_panel(self, panel: Optional[nn.Module]) -> None:
+        """The viewer's expression panel (``viewer_panel.ExpressionPanel``), asked first for camera-only renders.
+
+        Held outside the module tree: the panel belongs to the pipeline and has no state to save.
+        """
+        self._expression_panel = (panel,)
 
     def triplanes(self, code: Float[Tensor, "B D"]) -> Float[Tensor, "B 3 C R R"]:
         """Expression code -> person-specific code theta -> tri-plane."""
@@ -233,7 +246,9 @@ class LatentAvatarModel(Model):
                 if idx is not None:
                     self.frame_codes[idx] = code.detach()
         else:
-            code = self.stored_code(cameras)
+            panel = self._expression_panel[0]
+            code = panel.code_for(cameras, self) if panel is not None else None
+            code = self.stored_code(cameras) if code is None else code
         planes = self.triplanes(code)
         return self.render(planes, cameras)
 
