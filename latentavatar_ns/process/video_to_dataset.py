@@ -112,8 +112,9 @@ def _check_output(cfg: ProcessConfig) -> None:
 def _validate(cfg: ProcessConfig) -> None:
     if cfg.resolution < 16:
         raise ProcessError(f"{cfg.input}: --resolution must be at least 16, got {cfg.resolution}")
-    if not 0.0 <= cfg.eval_fraction < 1.0:
-        raise ProcessError(f"{cfg.input}: --eval-fraction must be in [0, 1), got {cfg.eval_fraction}")
+    if not 0.0 < cfg.eval_fraction < 1.0:
+        raise ProcessError(f"{cfg.input}: --eval-fraction must be in (0, 1), got {cfg.eval_fraction} "
+                           "(the dataset format needs a non-empty eval split)")
     if not 10.0 <= cfg.fov_degrees <= 150.0:
         raise ProcessError(f"{cfg.input}: --fov-degrees must be between 10 and 150, got {cfg.fov_degrees}")
     if not 0.0 <= cfg.min_person_score <= 1.0:
@@ -195,11 +196,10 @@ def process(cfg: ProcessConfig) -> Dict:
         rec.raw_pose, rec.pose, rec.square = p_raw, p, sq
 
     n = len(kept)
-    n_eval = int(round(cfg.eval_fraction * n))
-    if cfg.eval_fraction > 0 and n >= 2:
-        n_eval = min(max(n_eval, 1), n - 1)
-    else:
-        n_eval = 0
+    if n < 2:
+        raise ProcessError(f"{cfg.input}: a usable face in only {n} of {decoded} frames; a dataset needs at "
+                           "least 2 (train and eval)")
+    n_eval = min(max(int(round(cfg.eval_fraction * n)), 1), n - 1)
     by_source = {rec.source_index: (i, rec) for i, rec in enumerate(kept)}
 
     # ---- pass 2: crops, mattes, params ---------------------------------------------------------
