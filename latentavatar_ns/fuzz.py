@@ -53,6 +53,8 @@ class Fixtures:
     """A short real video with a face, for the preprocessing cases."""
     face_noface_video: Optional[Path] = None
     """A real video alternating frames with and without a face."""
+    face_image: Optional[Path] = None
+    """A real photo with one face."""
 
 
 @dataclass
@@ -357,13 +359,13 @@ def _synth_output_not_empty(work: Path, fx: Fixtures) -> Invocation:
     return Invocation(argv, str(out), inputs=[out])
 
 
-def _process(make: Callable[[Path, Fixtures], Path], expect: Expect = "error",
-             names: Optional[str] = None) -> Callable[[Path, Fixtures], Invocation]:
+def _process(make: Callable[[Path, Fixtures], Path], expect: Expect = "error", names: Optional[str] = None,
+             frames: Tuple[str, ...] = ("--max-frames", "12")) -> Callable[[Path, Fixtures], Invocation]:
     def build(work: Path, fx: Fixtures) -> Invocation:
         source = make(work, fx)
         out = work / "processed"
         argv = [_script("ns-latentavatar-process"), "--input", str(source), "--output-dir", str(out),
-                "--resolution", "64", "--max-frames", "12"]
+                "--resolution", "64", *frames]
         return Invocation(argv, names or str(source), expect=expect, outputs=[out] if expect == "error" else [],
                           inputs=[source])
     return build
@@ -416,10 +418,11 @@ def _process_output_exists(work: Path, fx: Fixtures) -> Invocation:
 
 
 def _process_output_in_input(work: Path, fx: Fixtures) -> Invocation:
-    assert fx.face_video is not None
+    assert fx.face_image is not None
     folder = work / "photos"
     folder.mkdir()
-    shutil.copy(fx.face_video, folder / "clip.mp4")
+    for i in range(3):
+        shutil.copy(fx.face_image, folder / f"{i:03d}.jpg")
     out = folder / "processed"
     argv = [_script("ns-latentavatar-process"), "--input", str(folder), "--output-dir", str(out),
             "--resolution", "64", "--max-frames", "4"]
@@ -466,10 +469,11 @@ def all_cases() -> List[Case]:
         Case("process: image folder with only a zero-byte image", "ns-latentavatar-process",
              _process(_image_folder("zero-byte"))),
         Case("process: video alternating face and no face", "ns-latentavatar-process",
-             _process(_copy_of("face_noface_video"), expect="skip"), ("face_noface_video",)),
+             _process(_copy_of("face_noface_video"), expect="skip", frames=("--stride", "8")),
+             ("face_noface_video",)),
         Case("process: output folder not empty", "ns-latentavatar-process", _process_output_exists, ("face_video",)),
         Case("process: output inside the input folder", "ns-latentavatar-process", _process_output_in_input,
-             ("face_video",)),
+             ("face_image",)),
     ]
     return cases
 

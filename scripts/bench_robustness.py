@@ -54,7 +54,7 @@ def main() -> None:
                                seed=0, progress=False)
         avatar = train(dataset, root / "base" / "runs", 10, "cpu", method="latentavatar-tiny")
         fixtures = fuzz.Fixtures(dataset=dataset, avatar_config=avatar, face_video=_asset("single_face.mp4"),
-                                 face_noface_video=_asset("face_noface.mov"))
+                                 face_noface_video=_asset("face_noface.mov"), face_image=_asset("single_face.jpg"))
         cases = [c for c in fuzz.all_cases() if cfg.only is None or c.command == cfg.only]
         outcomes, not_run = [], []
         for i, case in enumerate(track(cases, description="malformed inputs")):

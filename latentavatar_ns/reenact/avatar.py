@@ -92,7 +92,8 @@ def load_avatar(config_path: Path) -> Avatar:
     try:
         config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
     except Exception as err:
-        raise ReenactError(f"{config_path}: cannot read avatar config ({type(err).__name__}: {err})") from None
+        detail = " ".join(str(err).split())  # YAML errors span lines and point with carets
+        raise ReenactError(f"{config_path}: cannot read avatar config ({type(err).__name__}: {detail})") from None
     model_config = getattr(getattr(config, "pipeline", None), "model", None)
     if not isinstance(model_config, LatentAvatarModelConfig):
         raise ReenactError(f"{config_path}: not a LatentAvatar run (its model is {type(model_config).__name__})")
