@@ -147,3 +147,43 @@ def test_saved_config_is_plain_yaml(trained_run: Path):
     text = trained_run.read_text()
     assert "latentavatar-tiny" in text
     assert yaml.load(text, Loader=yaml.Loader).pipeline.model.sr_scale == 4
+
+
+def test_patch_wise_training_renders_a_window_of_the_frame(synthetic_dataset: Path, tmp_path: Path):
+    from latentavatar_ns.model.latentavatar import _cropped, _resized
+    from latentavatar_ns.model.rendering import camera_rays
+
+    torch.manual_seed(0)
+    config = tiny_config()
+    config.pipeline.datamanager.data = synthetic_dataset
+    config.pipeline.model.train_patch_size = 8
+    config.pipeline.model.density_noise_std = 0.0
+    config.pipeline.model.encoder_noise_std = 0.0
+    config.output_dir, config.vis, config.machine.device_type = tmp_path, "tensorboard", "cpu"
+    config.set_timestamp()
+    trainer = config.setup()
+    trainer.setup()
+    model = trainer.pipeline.model
+    cameras, batch = trainer.pipeline.datamanager.next_train(0)
+    model.train()
+    outputs = model.get_outputs(cameras, batch)
+    top, left, size = (int(v) for v in outputs["window"])
+    assert size == 8 and outputs["rgb"].shape == (2, 32, 32, 3) and outputs["rgb_low"].shape == (2, 8, 8, 3)
+    losses = model.get_loss_dict(outputs, batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert next(model.superres.parameters()).grad.abs().sum() > 0
+
+    # The window's rays are exactly the full frame's rays there, so its low-res render is the same.
+    low = model.low_res_size(64, 64)
+    full_cams = trainer.pipeline.datamanager.train_dataset.cameras[0:1]
+    full = camera_rays(_resized(full_cams, *low)).directions.reshape(*low, 3)
+    part = camera_rays(_cropped(_resized(full_cams, *low), top, left, size)).directions.reshape(size, size, 3)
+    assert torch.allclose(part, full[top:top + size, left:left + size], atol=1e-6)
+    model.eval()
+    with torch.no_grad():
+        planes = model.triplanes(model.stored_code(full_cams))
+        whole = model.render(planes, full_cams)
+        window = model.render(planes, full_cams, (top, left, size))
+    assert torch.allclose(window["rgb_low"], whole["rgb_low"][:, top:top + size, left:left + size], atol=1e-5)
+    assert "window" not in whole and whole["rgb"].shape == (1, 64, 64, 3)

@@ -78,6 +78,14 @@ class LatentAvatarModelConfig(ModelConfig):
     """Super-resolution factor: rays are rendered at the image size / sr_scale (128^2 for 512^2 frames)."""
     sr_width: int = 64
     """Width of the super-resolution U-Net's first level."""
+    inference_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Precision of renders outside training (viewer, ns-render, reenactment): reduced precision runs the
+    generator, field and SR head under autocast (float16 is CUDA only); training keeps float32 (or nerfstudio's
+    --mixed-precision)."""
+    train_patch_size: Optional[int] = None
+    """Patch-wise training: render only a random window of this many low-res pixels per side each step
+    (the SR head and every loss see the matching patch); None renders whole frames, as the paper. Renders
+    outside training are always whole frames."""
     rgb_loss_weight: float = 1.0
     """L1 on the high-resolution image."""
     low_res_loss_weight: float = 1.0
@@ -249,21 +257,50 @@ class LatentAvatarModel(Model):
             panel = self._expression_panel[0]
             code = panel.code_for(cameras, self) if panel is not None else None
             code = self.stored_code(cameras) if code is None else code
+        if not self.training and self.config.inference_dtype != "float32":
+            with torch.autocast(self.device.type, dtype=getattr(torch, self.config.inference_dtype)):
+                out = self.render(self.triplanes(code), cameras)
+            return {k: v.float() if torch.is_floating_point(v) else v for k, v in out.items()}
         planes = self.triplanes(code)
-        return self.render(planes, cameras)
+        window = self.training_window(cameras) if self.training and batch is not None and "image" in batch else None
+        return self.render(planes, cameras, window)
 
-    def render(self, planes: Float[Tensor, "B 3 C R R"], cameras: Cameras) -> Dict[str, Tensor]:
-        """Volume-render the low-res feature map, then super-resolve to the camera's resolution."""
-        height, width = int(cameras.height[0]), int(cameras.width[0])
+    def low_res_size(self, height: int, width: int) -> Tuple[int, int]:
         scale = self.config.sr_scale
-        low_h, low_w = max(2 * round(height / scale / 2), 2), max(2 * round(width / scale / 2), 2)
+        return max(2 * round(height / scale / 2), 2), max(2 * round(width / scale / 2), 2)
+
+    def training_window(self, cameras: Cameras) -> Optional[Tuple[int, int, int]]:
+        """A random (top, left, size) window of the low-res grid for patch-wise training, or None."""
+        size = self.config.train_patch_size
+        height, width = int(cameras.height[0]), int(cameras.width[0])
+        low_h, low_w = self.low_res_size(height, width)
+        if size is None or size >= min(low_h, low_w) or (low_h * self.config.sr_scale, low_w * self.config.sr_scale) \
+                != (height, width):
+            return None
+        top, left = (int(torch.randint(0, n - size + 1, ())) for n in (low_h, low_w))
+        return top, left, size
+
+    def render(self, planes: Float[Tensor, "B 3 C R R"], cameras: Cameras,
+               window: Optional[Tuple[int, int, int]] = None) -> Dict[str, Tensor]:
+        """Volume-render the low-res feature map, then super-resolve to the camera's resolution.
+
+        With a ``window`` (top, left, size in low-res pixels) only that patch is rendered and
+        super-resolved; the outputs carry it as ``window`` so the losses crop their targets to match.
+        """
+        height, width = int(cameras.height[0]), int(cameras.width[0])
+        low_h, low_w = self.low_res_size(height, width)
         low_cams = _resized(cameras, low_h, low_w)
+        if window is not None:
+            top, left, size = window
+            low_cams = _cropped(low_cams, top, left, size)
+            height = width = size * self.config.sr_scale
         out = self.renderer(self.field, planes, low_cams, self.background,
                             self.config.density_noise_std if self.training else 0.0)
         rgb = self.superres(out["features"])
         if rgb.shape[-2:] != (height, width):
             rgb = F.interpolate(rgb, size=(height, width), mode="bilinear", align_corners=False)
         return {
+            **({"window": torch.tensor(window)} if window is not None else {}),
             "rgb": rgb.permute(0, 2, 3, 1),
             "rgb_low": out["features"][:, :3].permute(0, 2, 3, 1),
             "accumulation_low": out["accumulation"],
@@ -287,14 +324,21 @@ class LatentAvatarModel(Model):
     # Losses and metrics
 
     def _targets(self, outputs: Dict[str, Tensor], batch: Dict) -> Tuple[Tensor, Tensor, Tensor]:
+        """Ground truth at the output's resolution and at the low resolution (cropped to a training window)."""
         image = _as_float_image(batch["image"].to(self.device))
         if image.ndim == 3:
             image = image[None]
-        low_hw = outputs["rgb_low"].shape[1:3]
-        image_low = F.interpolate(image.permute(0, 3, 1, 2), size=low_hw, mode="area").permute(0, 2, 3, 1)
         mask = batch["mask"].to(self.device).float()
         mask = mask[None] if mask.ndim == 3 else mask
+        low_hw = self.low_res_size(*image.shape[1:3]) if "window" in outputs else outputs["rgb_low"].shape[1:3]
+        image_low = F.interpolate(image.permute(0, 3, 1, 2), size=low_hw, mode="area").permute(0, 2, 3, 1)
         mask_low = F.interpolate(mask.permute(0, 3, 1, 2), size=low_hw, mode="area").permute(0, 2, 3, 1)
+        if "window" in outputs:
+            top, left, size = (int(v) for v in outputs["window"])
+            s = self.config.sr_scale
+            image = image[:, top * s:(top + size) * s, left * s:(left + size) * s]
+            image_low = image_low[:, top:top + size, left:left + size]
+            mask_low = mask_low[:, top:top + size, left:left + size]
         return image, image_low, mask_low
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
@@ -366,6 +410,15 @@ def _resized(cameras: Cameras, height: int, width: int) -> Cameras:
     out.fy, out.cy = out.fy * sy, out.cy * sy
     out.width = torch.full_like(out.width, width)
     out.height = torch.full_like(out.height, height)
+    return out
+
+
+def _cropped(cameras: Cameras, top: int, left: int, size: int) -> Cameras:
+    """A copy of the cameras seeing only a size x size window of their pixel grid (rays unchanged)."""
+    out = copy.deepcopy(cameras)
+    out.cx, out.cy = out.cx - left, out.cy - top
+    out.width = torch.full_like(out.width, size)
+    out.height = torch.full_like(out.height, size)
     return out
 
 

@@ -1,0 +1,196 @@
+"""Speed and memory benchmark: the paper-faithful configuration against each speed lever and all of them.
+
+    python scripts/bench_speed.py                       # CPU: reduced resolution (128^2 output)
+    python scripts/bench_speed.py --device cuda --resolution 512
+
+Every variant is the paper's networks (``latentavatar``: tri-plane 3x32x256^2, SR x4) at the
+given output resolution, run in its own process (so peak memory is its own), on the same synthetic
+frames. Writes ``bench/speed.json``: seconds per training step at batch 2; rendered frames per
+second with a fixed expression (tri-plane cached) and with a new expression every frame
+(generator included); peak memory; each also as a ratio to ``paper`` measured in the same run.
+On CUDA also the floor of one rendered frame: its FLOPs over the measured matmul rate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+import tyro
+
+# name -> model config overrides on top of the paper configuration
+VARIANTS: Dict[str, Dict] = {
+    "paper": {},
+    "proposal": {"sampler": "proposal"},
+    "patch": {"train_patch_size": "half"},
+    "bf16_render": {"inference_dtype": "bfloat16"},
+    "all": {"sampler": "proposal", "train_patch_size": "half", "inference_dtype": "bfloat16"},
+}
+
+
+@dataclass
+class BenchSpeed:
+    variants: List[str] = field(default_factory=lambda: list(VARIANTS))
+    """Variants to measure; the first is the reference of the ratios."""
+    device: str = "cpu"
+    """cpu or cuda."""
+    resolution: int = 128
+    """Output side in pixels (512 is the paper's; the CPU default renders 32^2 rays and super-resolves x4)."""
+    train_steps: int = 6
+    """Timed training steps per variant (after 2 warm-up steps)."""
+    frames: int = 8
+    """Timed rendered frames per measurement (after 1 warm-up frame)."""
+    output: Path = Path("bench/speed.json")
+    variant: Optional[str] = None
+    """Internal: measure this one variant in this process and print its JSON."""
+    data: Optional[Path] = None
+    """Internal: the shared synthetic dataset."""
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _median_time(fn, count: int, device: str) -> float:
+    times = []
+    for _ in range(count):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _matmul_rate(device: str, dtype: torch.dtype) -> float:
+    """Measured dense matmul FLOP/s of this device (the floor's denominator)."""
+    n = 4096 if device == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    seconds = _median_time(lambda: a @ b, 10, device)
+    return 2 * n**3 / seconds
+
+
+def measure(cfg: BenchSpeed) -> Dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from latentavatar_ns.configs import paper_config
+
+    assert cfg.variant is not None and cfg.data is not None
+    torch.manual_seed(0)
+    config = paper_config()
+    config.pipeline.datamanager.data = cfg.data
+    config.machine.device_type = cfg.device
+    config.vis = "tensorboard"
+    config.pipeline.model.lpips_loss_weight = 0.0 if cfg.device == "cpu" else config.pipeline.model.lpips_loss_weight
+    for key, value in VARIANTS[cfg.variant].items():
+        if value == "half":
+            value = cfg.resolution // config.pipeline.model.sr_scale // 2
+        setattr(config.pipeline.model, key, value)
+    with tempfile.TemporaryDirectory() as tmp:
+        config.output_dir = Path(tmp)
+        config.set_timestamp()
+        trainer = config.setup()
+        trainer.setup()
+        if cfg.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        step = iter(range(10**9))
+        for _ in range(2):
+            trainer.train_iteration(next(step))
+        train_s = _median_time(lambda: trainer.train_iteration(next(step)), cfg.train_steps, cfg.device)
+        train_peak = (torch.cuda.max_memory_allocated() / 2**20 if cfg.device == "cuda"
+                      else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+        model = trainer.pipeline.model
+        model.eval()
+        cameras = trainer.pipeline.datamanager.train_dataset.cameras
+        n = len(cameras)
+        with torch.no_grad():
+            fixed = cameras[0:1]
+            model.get_outputs_for_camera(fixed)
+            fixed_s = _median_time(lambda: model.get_outputs_for_camera(fixed), cfg.frames, cfg.device)
+            order = iter(range(10**9))
+
+            def new_expression():
+                i = next(order) % n
+                model.get_outputs_for_camera(cameras[i:i + 1])
+
+            new_expression()
+            changing_s = _median_time(new_expression, cfg.frames, cfg.device)
+            with FlopCounterMode(display=False) as counter:
+                model._plane_cache = None
+                model.get_outputs_for_camera(cameras[1:2])
+            flops = counter.get_total_flops()
+        render_peak = (torch.cuda.max_memory_allocated() / 2**20 if cfg.device == "cuda"
+                       else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result = {
+        "train_step_s": train_s,
+        "render_fixed_expression_fps": 1.0 / fixed_s,
+        "render_new_expression_fps": 1.0 / changing_s,
+        "frame_gflop": flops / 1e9,
+        "peak_memory_mib": round(max(train_peak, render_peak), 1),
+        "memory_kind": "cuda max allocated" if cfg.device == "cuda" else f"process peak RSS (baseline {rss_before:.0f})",
+        "field_evals_per_ray": float(model.get_outputs(cameras[0:1])["field_evals_per_ray"]),
+    }
+    if cfg.device == "cuda":
+        dtype = torch.bfloat16 if VARIANTS[cfg.variant].get("inference_dtype") == "bfloat16" else torch.float32
+        rate = _matmul_rate(cfg.device, dtype)
+        result["matmul_tflops"] = rate / 1e12
+        result["frame_floor_s"] = flops / rate
+        result["new_expression_vs_floor"] = changing_s / (flops / rate)
+    return result
+
+
+def main() -> None:
+    cfg = tyro.cli(BenchSpeed)
+    if cfg.variant is not None:
+        print("RESULT " + json.dumps(measure(cfg)), flush=True)
+        return
+    from latentavatar_ns.data.synthetic import make_dataset
+
+    results: Dict[str, Dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = make_dataset(Path(tmp) / "data", identity=0, num_frames=12, resolution=cfg.resolution,
+                            eval_fraction=0.2, seed=0, progress=False)
+        for name in cfg.variants:
+            cmd = [sys.executable, __file__, "--variant", name, "--data", str(data), "--device", cfg.device,
+                   "--resolution", str(cfg.resolution), "--train-steps", str(cfg.train_steps),
+                   "--frames", str(cfg.frames)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                raise SystemExit(f"error: variant {name} failed:\n{proc.stderr[-3000:]}")
+            results[name] = json.loads(lines[-1][len("RESULT "):])
+            print(name, json.dumps(results[name]), flush=True)
+    ref = results[cfg.variants[0]]
+    for r in results.values():
+        r["vs_" + cfg.variants[0]] = {
+            "train_step_speedup": ref["train_step_s"] / r["train_step_s"],
+            "fixed_expression_speedup": r["render_fixed_expression_fps"] / ref["render_fixed_expression_fps"],
+            "new_expression_speedup": r["render_new_expression_fps"] / ref["render_new_expression_fps"],
+            "peak_memory_ratio": r["peak_memory_mib"] / ref["peak_memory_mib"],
+        }
+    device = (torch.cuda.get_device_name() if cfg.device == "cuda"
+              else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)")
+    report = {"config": {k: str(v) for k, v in asdict(cfg).items() if k not in ("variant", "data")},
+              "device": device, "variants": {k: VARIANTS[k] for k in cfg.variants}, "results": results}
+    cfg.output.parent.mkdir(parents=True, exist_ok=True)
+    cfg.output.write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v["vs_" + cfg.variants[0]] for k, v in results.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
