@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable
 
 import numpy as np
 
@@ -15,18 +17,33 @@ def _ffmpeg() -> None:
     mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())
 
 
-def write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 25.0) -> Path:
-    """Write (H, W, 3) frames (float in [0, 1] or uint8) as an H.264 mp4; sides are padded to even."""
+def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 25.0) -> Path:
+    """Stream (H, W, 3) frames (float in [0, 1] or uint8) into an H.264 mp4; sides are padded to even.
+
+    Frames are encoded as they come (a generator keeps memory flat over long videos), into a
+    temporary file renamed into place at the end, so a crash never leaves half a video at ``path``.
+    """
     import mediapy
 
     _ffmpeg()
-    frames = [to_uint8(f) for f in frames]
-    h, w = frames[0].shape[:2]
-    if h % 2 or w % 2:
-        frames = [np.pad(f, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") for f in frames]
+    frames = iter(frames)
+    try:
+        first = to_uint8(next(frames))
+    except StopIteration:
+        raise ValueError(f"{path}: no frames to write") from None
+    h, w = first.shape[:2]
+    pad = ((0, h % 2), (0, w % 2), (0, 0))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mediapy.write_video(path, np.stack(frames), fps=fps)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        with mediapy.VideoWriter(tmp, shape=(h + h % 2, w + w % 2), fps=fps) as writer:
+            for frame in itertools.chain([first], frames):
+                frame = to_uint8(frame)
+                writer.add_image(np.pad(frame, pad, mode="edge") if h % 2 or w % 2 else frame)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

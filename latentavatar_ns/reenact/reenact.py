@@ -370,16 +370,17 @@ def reenact(cfg: ReenactConfig) -> Tuple[Path, int]:
             old.unlink()
     from PIL import Image
 
-    frames = []
-    for i in track(range(n), description="Reenacting", transient=True):
-        image = reenactor.render(thetas[i], cameras[i:i + 1]).cpu().numpy()
-        if cfg.side_by_side:
-            image = _side_by_side(driver.item(i)["image"].numpy(), image)
-        image = to_uint8(image)
-        frames.append(image)
-        if frames_dir is not None:
-            Image.fromarray(image).save(frames_dir / f"frame_{i:05d}.png")
-    write_video(output, frames, fps=cfg.fps)
+    def frames():  # streamed into the video one at a time: memory stays flat over long driving videos
+        for i in track(range(n), description="Reenacting", transient=True):
+            image = reenactor.render(thetas[i], cameras[i:i + 1]).cpu().numpy()
+            if cfg.side_by_side:
+                image = _side_by_side(driver.item(i)["image"].numpy(), image)
+            image = to_uint8(image)
+            if frames_dir is not None:
+                Image.fromarray(image).save(frames_dir / f"frame_{i:05d}.png")
+            yield image
+
+    write_video(output, frames(), fps=cfg.fps)
     return output, n
 
 
