@@ -429,6 +429,16 @@ def _process_output_in_input(work: Path, fx: Fixtures) -> Invocation:
     return Invocation(argv, str(out), outputs=[out], inputs=[folder])
 
 
+def _process_overwrite_input(work: Path, fx: Fixtures) -> Invocation:
+    assert fx.face_video is not None
+    out = work / "project"
+    out.mkdir()
+    source = Path(shutil.copy(fx.face_video, out / "clip.mp4"))
+    argv = [_script("ns-latentavatar-process"), "--input", str(source), "--output-dir", str(out),
+            "--resolution", "64", "--max-frames", "4", "--overwrite"]
+    return Invocation(argv, str(out), inputs=[out])
+
+
 def all_cases() -> List[Case]:
     """Every malformed input, grouped by the command that must refuse it."""
     cases = [Case(f"ns-train: {name}", "ns-train", _train_case(name)) for name in DATASET_BREAKERS]
@@ -474,6 +484,8 @@ def all_cases() -> List[Case]:
         Case("process: output folder not empty", "ns-latentavatar-process", _process_output_exists, ("face_video",)),
         Case("process: output inside the input folder", "ns-latentavatar-process", _process_output_in_input,
              ("face_image",)),
+        Case("process: --overwrite of the folder that holds the input", "ns-latentavatar-process",
+             _process_overwrite_input, ("face_video",)),
     ]
     return cases
 

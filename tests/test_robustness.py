@@ -262,9 +262,26 @@ def test_classify_sorts_endings():
     assert fuzz.classify(None, "", "", "/d")[0] == "timeout"
 
 
-@pytest.mark.parametrize("name", ["ns-train: NaN pose", "ns-train: run folder already holds checkpoints",
-                                  "synth: output folder not empty"])
-def test_commands_refuse_malformed_input_with_one_line(synthetic_dataset: Path, tmp_path: Path, name: str):
+@pytest.fixture(scope="module")
+def fixtures(synthetic_dataset: Path, tiny_trained_run: Path) -> fuzz.Fixtures:
+    from latentavatar_ns.data.assets import asset_path
+
+    return fuzz.Fixtures(dataset=synthetic_dataset, avatar_config=tiny_trained_run,
+                         face_video=asset_path("single_face.mp4"), face_noface_video=asset_path("face_noface.mov"),
+                         face_image=asset_path("single_face.jpg"))
+
+
+# The dataset cases run in-process above; through the commands, a sample of every other kind (all of them
+# run in scripts/bench_robustness.py).
+CLI_CASES = ["ns-train: NaN pose", "ns-train: run folder already holds checkpoints",
+             "ns-train: --load-dir with only a damaged checkpoint", "synth: output folder not empty",
+             "reenact: config points at missing checkpoints", "reenact: config is not YAML",
+             "reenact: empty driving dataset", "ynet: output inside the actor dataset"]
+CLI_CASES += [c.name for c in fuzz.all_cases() if c.command == "ns-latentavatar-process"]
+
+
+@pytest.mark.parametrize("name", CLI_CASES)
+def test_commands_refuse_malformed_input_with_one_line(fixtures: fuzz.Fixtures, tmp_path: Path, name: str):
     case = next(c for c in fuzz.all_cases() if c.name == name)
-    outcome = fuzz.run_case(case, tmp_path / "case", fuzz.Fixtures(dataset=synthetic_dataset))
+    outcome = fuzz.run_case(case, tmp_path / "case", fixtures)
     assert outcome.ok, outcome

@@ -102,6 +102,12 @@ def _progress(iterable, total: Optional[int], description: str):
 
 
 def _check_output(cfg: ProcessConfig) -> None:
+    out, source = Path(cfg.output_dir).resolve(), Path(cfg.input).resolve()
+    if source.is_dir() and source in (out, *out.parents):
+        raise ProcessError(f"{cfg.output_dir}: output folder is inside the input folder {cfg.input}; "
+                           "choose one outside it")
+    if out in source.parents:  # --overwrite would delete the input with the folder
+        raise ProcessError(f"{cfg.output_dir}: output folder holds the input {cfg.input}; choose another folder")
     out = cfg.output_dir
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not cfg.overwrite:
