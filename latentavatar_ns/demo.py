@@ -89,15 +89,29 @@ def render_results(config_path: Path, output_dir: Path) -> Dict:
     return evaluate_heldout(pipeline, ImageMetrics(required=False))
 
 
+def fresh_output_dir(out: Path, overwrite: bool) -> None:
+    """A demo's output folder: refused when it holds anything, unless --overwrite (then emptied)."""
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            sys.exit(f"error: {out} already exists and is not empty; pass --overwrite to replace it")
+        shutil.rmtree(out)
+
+
+def print_outputs(out: Path, config_path: Path, *extra: str) -> None:
+    """Where a demo's results are, and how to look at the avatar."""
+    for line in (*extra, f"  turntable video:       {out / 'turntable.mp4'}",
+                 f"  held-out comparison:   {out / 'heldout_comparison.png'}  (left ground truth, right render)",
+                 f"  trained avatar:        {config_path}",
+                 f"  view it:               ns-viewer --load-config {config_path}"):
+        print(line)
+
+
 def main() -> None:
     cfg = tyro.cli(DemoConfig)
     from latentavatar_ns.data.synthetic import make_dataset
 
     out = cfg.output_dir
-    if out.exists() and any(out.iterdir()):
-        if not cfg.overwrite:
-            sys.exit(f"error: {out} already exists and is not empty; pass --overwrite to replace it")
-        shutil.rmtree(out)
+    fresh_output_dir(out, cfg.overwrite)
     start = time.time()
     data = make_dataset(out / "data", identity=0, num_frames=cfg.num_frames, resolution=cfg.resolution,
                         eval_fraction=0.15, seed=cfg.seed)
@@ -107,10 +121,7 @@ def main() -> None:
     (out / "results.json").write_text(json.dumps(results, indent=2))
     psnr = results["heldout"]["full_frame"]["psnr"]
     print(f"\nDemo finished in {results['wall_time_s']:.0f} s. Held-out PSNR {psnr:.2f} dB (full frame).")
-    print(f"  turntable video:       {out / 'turntable.mp4'}")
-    print(f"  held-out comparison:   {out / 'heldout_comparison.png'}  (left ground truth, right render)")
-    print(f"  trained avatar:        {config_path}")
-    print(f"  view it:               ns-viewer --load-config {config_path}")
+    print_outputs(out, config_path)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ frames are the end of the clip: unseen expressions and head poses).
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -45,17 +44,23 @@ def main() -> None:
     import tyro
 
     from latentavatar_ns.data.assets import AssetMissingError, asset_path
-    from latentavatar_ns.demo import render_results, train
+    from latentavatar_ns.demo import (
+        fresh_output_dir,
+        print_outputs,
+        render_results,
+        train,
+    )
     from latentavatar_ns.process.decode import InputError
     from latentavatar_ns.process.face import MissingDependencyError
-    from latentavatar_ns.process.video_to_dataset import ProcessConfig, ProcessError, process
+    from latentavatar_ns.process.video_to_dataset import (
+        ProcessConfig,
+        ProcessError,
+        process,
+    )
 
     cfg = tyro.cli(DemoVideoConfig)
     out = cfg.output_dir
-    if out.exists() and any(out.iterdir()):
-        if not cfg.overwrite:
-            sys.exit(f"error: {out} already exists and is not empty; pass --overwrite to replace it")
-        shutil.rmtree(out)
+    fresh_output_dir(out, cfg.overwrite)
     start = time.time()
     try:
         video = cfg.video if cfg.video is not None else asset_path("single_face.mp4")
@@ -83,11 +88,7 @@ def main() -> None:
     psnr = heldout["full_frame"]["psnr"]
     print(f"\nDemo finished in {results['wall_time_s']:.0f} s (processing {process_s:.0f} s). "
           f"Held-out PSNR {psnr:.2f} dB (full frame).")
-    print(f"  dataset contact sheet: {out / 'data' / 'contact_sheet.png'}")
-    print(f"  turntable video:       {out / 'turntable.mp4'}")
-    print(f"  held-out comparison:   {out / 'heldout_comparison.png'}  (left ground truth, right render)")
-    print(f"  trained avatar:        {config_path}")
-    print(f"  view it:               ns-viewer --load-config {config_path}")
+    print_outputs(out, config_path, f"  dataset contact sheet: {out / 'data' / 'contact_sheet.png'}")
 
 
 if __name__ == "__main__":
