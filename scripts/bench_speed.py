@@ -52,6 +52,8 @@ class BenchSpeed:
     frames: int = 8
     """Timed rendered frames per measurement (after 1 warm-up frame)."""
     output: Path = Path("bench/speed.json")
+    quality_config: Optional[Path] = None
+    """A trained run's config.yml: also score its held-out frames rendered in float32 and in bfloat16."""
     variant: Optional[str] = None
     """Internal: measure this one variant in this process and print its JSON."""
     data: Optional[Path] = None
@@ -154,6 +156,22 @@ def measure(cfg: BenchSpeed) -> Dict:
     return result
 
 
+def render_precision_quality(config_path: Path) -> Dict:
+    """Held-out PSNR/SSIM/LPIPS of one trained avatar rendered in float32 and in bfloat16."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from latentavatar_ns.evaluation import ImageMetrics, evaluate_heldout
+
+    config, pipeline, _, step = eval_setup(config_path, test_mode="test")
+    metrics = ImageMetrics(lpips_nets=("vgg",))
+    scores = {"avatar": f"{config.method_name} trained {step + 1} steps on {Path(config.data or '').name or 'its data'}"}
+    for dtype in ("float32", "bfloat16"):
+        pipeline.model.config.inference_dtype = dtype
+        pipeline.model._plane_cache = None
+        scores[dtype] = evaluate_heldout(pipeline, metrics)
+    return scores
+
+
 def main() -> None:
     cfg = tyro.cli(BenchSpeed)
     if cfg.variant is not None:
@@ -184,9 +202,11 @@ def main() -> None:
             "peak_memory_ratio": r["peak_memory_mib"] / ref["peak_memory_mib"],
         }
     device = (torch.cuda.get_device_name() if cfg.device == "cuda"
-              else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)")
+              else f"cpu ({platform.machine()}, {os.environ.get('OMP_NUM_THREADS', torch.get_num_threads())} threads)")
     report = {"config": {k: str(v) for k, v in asdict(cfg).items() if k not in ("variant", "data")},
               "device": device, "variants": {k: VARIANTS[k] for k in cfg.variants}, "results": results}
+    if cfg.quality_config is not None:
+        report["render_precision_quality"] = render_precision_quality(cfg.quality_config)
     cfg.output.parent.mkdir(parents=True, exist_ok=True)
     cfg.output.write_text(json.dumps(report, indent=2))
     print(json.dumps({k: v["vs_" + cfg.variants[0]] for k, v in results.items()}, indent=2))
