@@ -44,11 +44,11 @@ class BenchMultiview:
     """Moments of the synthetic capture (the last 15% held out)."""
     num_views: int = 5
     """Cameras on the arc."""
-    view_spread: float = 120.0
-    """Degrees from the leftmost to the rightmost camera."""
+    view_spread: float = 180.0
+    """Degrees from the leftmost to the rightmost camera (180: views at -90, -45, 0, 45, 90)."""
     heldout_views: Tuple[int, ...] = (1, 3)
     """Views never trained on (scored)."""
-    views_per_moment: int = 2
+    views_per_moment: int = 1
     """Multi-view avatar: views of one moment in each 2-image batch."""
     resolution: int = 128
     identity: int = 0
