@@ -100,7 +100,7 @@ class ExpressionPanel(nn.Module, ViewerControl):
         codes = model.frame_codes
         if self._previewing_path() and cameras.times is not None:
             return codes[model.frame_at_times(cameras.times, b)]
-        self._follow_clicked_camera(meta)
+        self._follow_clicked_camera(meta, model)
         last = codes.shape[0] - 1
         code = codes[min(max(self.chosen_index(), 0), last)][None]
         weight = float(self.mix_weight.value)
@@ -113,16 +113,16 @@ class ExpressionPanel(nn.Module, ViewerControl):
         state = getattr(self._viewer, "render_tab_state", None)
         return bool(state is not None and state.preview_render)
 
-    def _follow_clicked_camera(self, meta: Dict) -> None:
-        """A click on a training camera's frustum shows that frame's expression."""
+    def _follow_clicked_camera(self, meta: Dict, model: "LatentAvatarModel") -> None:
+        """A click on a training camera's frustum shows that frame's (moment's) expression."""
         if "cam_idx" not in meta:
             return
         idx = int(torch.as_tensor(meta["cam_idx"]).reshape(-1)[0])
         if idx != self._last_cam_idx:
             self._last_cam_idx = idx
-            if 0 <= idx < self.num_train:
+            if 0 <= idx < len(model.train_image_codes):
                 self.source = "train"
-                self.choose_frame.value = idx
+                self.choose_frame.value = int(model.train_image_codes[idx])
 
     # ------------------------------------------------------------------------------------------
     # GUI callbacks (each change also makes the viewer re-render)

@@ -116,7 +116,9 @@ def test_most_frontal_view_follows_the_face(tmp_path: Path):
 
 def test_monocular_dataset_loads_exactly_as_before(official_dataset: Path):
     outputs = parser_for(official_dataset).get_dataparser_outputs("train")
-    assert set(outputs.metadata) == {"crop_affines", "background_color", "num_train_frames", "num_eval_frames"}
+    assert set(outputs.metadata) == {"crop_affines", "background_color", "num_train_frames", "num_eval_frames",
+                                     "image_code_idx"}
+    assert outputs.metadata["image_code_idx"].tolist() == [0, 1, 2, 3]
     assert list(outputs.cameras.metadata) == ["code_idx"]
     assert outputs.cameras.metadata["code_idx"][:, 0].tolist() == [0, 1, 2, 3]
     assert [p.name for p in outputs.image_filenames] == [f"img_{i:05d}.jpg" for i in range(4)]
@@ -257,6 +259,13 @@ def test_batches_share_a_moment_and_one_code(tmp_path: Path):
     model(cameras, batch)
     model.mapping.forward = original  # type: ignore[method-assign]
     assert torch.equal(codes[0][0], codes[0][1]), "one code per moment, even with the encoder's training noise"
+    # A training camera of the viewer (cam_idx counts images) shows its moment's code.
+    image_codes = manager.train_dataset.cameras.metadata["code_idx"][:, 0]
+    assert torch.equal(model.train_image_codes, image_codes)
+    last = len(image_codes) - 1
+    viewer_camera = manager.train_dataset.cameras[last:last + 1]
+    viewer_camera.metadata = {"cam_idx": last}
+    assert torch.equal(model.stored_code(viewer_camera)[0], model.frame_codes[image_codes[last]])
 
 
 def test_short_multiview_training_loss_falls(tmp_path: Path):

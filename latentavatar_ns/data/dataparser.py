@@ -208,6 +208,7 @@ class LatentAvatarDataParser(DataParser):
                 "background_color": torch.tensor(self.config.background_color, dtype=torch.float32),
                 "num_train_frames": len(self.parse_split("train").frames),
                 "num_eval_frames": len(self.parse_split("eval").frames),
+                "image_code_idx": cameras.metadata["code_idx"][:, 0].clone(),
             },
         )
 
@@ -261,6 +262,7 @@ class LatentAvatarDataParser(DataParser):
                 "background_color": torch.tensor(self.config.background_color, dtype=torch.float32),
                 "num_train_frames": len(self.parse_split("train").frames),
                 "num_eval_frames": len(self.parse_split("eval").frames),
+                "image_code_idx": cameras.metadata["code_idx"][:, 0].clone(),
                 "encoder_image_filenames": encoder_images,
                 "image_views": image_views,
                 "encoder_view": parsed.frames[0].view,

@@ -116,6 +116,10 @@ class LatentAvatarModel(Model):
         # Every frame's expression code: train frames as last used in training, eval frames as last
         # encoded. A caller with only a camera (viewer, ns-render) renders a stored frame's expression.
         self.register_buffer("frame_codes", torch.zeros(num_codes, cfg.code_dim))
+        # Which code each training image shows (a multi-view capture has several images per moment).
+        image_codes = metadata.get("image_code_idx")
+        self.register_buffer("train_image_codes", torch.arange(self.num_train_data) if image_codes is None
+                             else torch.as_tensor(image_codes, dtype=torch.long).reshape(-1), persistent=False)
         background = metadata.get("background_color", torch.ones(3))
         self.register_buffer("background", torch.as_tensor(background, dtype=torch.float32).clone())
         # Held outside the module tree: a frozen loss network belongs in neither checkpoints nor param groups.
@@ -185,8 +189,9 @@ class LatentAvatarModel(Model):
         meta = cameras.metadata or {}
         if "code_idx" in meta:
             idx = torch.as_tensor(meta["code_idx"], device=self.device).reshape(-1)
-        elif "cam_idx" in meta:
-            idx = torch.as_tensor(meta["cam_idx"], device=self.device).reshape(-1)
+        elif "cam_idx" in meta:  # a training camera (the viewer): the code of its image's frame
+            cam = torch.as_tensor(meta["cam_idx"], device=self.device).reshape(-1)
+            idx = self.train_image_codes[cam.clamp(0, len(self.train_image_codes) - 1)]
         elif cameras.times is not None:
             return self.frame_codes[self.frame_at_times(cameras.times, b)]
         else:
