@@ -260,6 +260,11 @@ def _bytes_file(name: str, data: bytes) -> Callable[[Path], Path]:
     return make
 
 
+def _bytes_file_at(name: str, data: bytes) -> Callable[[Path, Fixtures], Path]:
+    make = _bytes_file(name, data)
+    return lambda work, fx: make(work)
+
+
 def _reenact_existing_output(work: Path, fx: Fixtures) -> Invocation:
     assert fx.avatar_config is not None
     out = work / "mine.mp4"
@@ -488,11 +493,6 @@ def all_cases() -> List[Case]:
              _process_overwrite_input, ("face_video",)),
     ]
     return cases
-
-
-def _bytes_file_at(name: str, data: bytes) -> Callable[[Path, Fixtures], Path]:
-    make = _bytes_file(name, data)
-    return lambda work, fx: make(work)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -133,7 +133,7 @@ def measure(cfg: BenchSpeed) -> Dict:
             new_expression()
             changing_s = _median_time(new_expression, cfg.frames, cfg.device)
             with FlopCounterMode(display=False) as counter:
-                model._plane_cache = None
+                model.clear_plane_cache()
                 model.get_outputs_for_camera(cameras[1:2])
             flops = counter.get_total_flops()
         render_peak = (torch.cuda.max_memory_allocated() / 2**20 if cfg.device == "cuda"
@@ -144,7 +144,8 @@ def measure(cfg: BenchSpeed) -> Dict:
         "render_new_expression_fps": 1.0 / changing_s,
         "frame_gflop": flops / 1e9,
         "peak_memory_mib": round(max(train_peak, render_peak), 1),
-        "memory_kind": "cuda max allocated" if cfg.device == "cuda" else f"process peak RSS (baseline {rss_before:.0f})",
+        "memory_kind": ("cuda max allocated" if cfg.device == "cuda"
+                        else f"process peak RSS (baseline {rss_before:.0f})"),
         "field_evals_per_ray": float(model.get_outputs(cameras[0:1])["field_evals_per_ray"]),
     }
     if cfg.device == "cuda":
@@ -164,10 +165,11 @@ def render_precision_quality(config_path: Path) -> Dict:
 
     config, pipeline, _, step = eval_setup(config_path, test_mode="test")
     metrics = ImageMetrics(lpips_nets=("vgg",))
-    scores = {"avatar": f"{config.method_name} trained {step + 1} steps on {Path(config.data or '').name or 'its data'}"}
+    data = Path(config.data or "").name or "its data"
+    scores = {"avatar": f"{config.method_name} trained {step + 1} steps on {data}"}
     for dtype in ("float32", "bfloat16"):
         pipeline.model.config.inference_dtype = dtype
-        pipeline.model._plane_cache = None
+        pipeline.model.clear_plane_cache()
         scores[dtype] = evaluate_heldout(pipeline, metrics)
     return scores
 

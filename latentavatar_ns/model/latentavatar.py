@@ -215,6 +215,10 @@ class LatentAvatarModel(Model):
         """Expression code -> person-specific code theta -> tri-plane."""
         return self.planes_from_theta(self.mapping(code))
 
+    def clear_plane_cache(self) -> None:
+        """Forget the cached tri-plane, so the next render runs the generator (timings, precision changes)."""
+        self._plane_cache = None
+
     def planes_from_theta(self, theta: Float[Tensor, "B T"]) -> Float[Tensor, "B 3 C R R"]:
         """Generator output; reused outside training while theta does not change (viewer, fixed expression).
 
