@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,21 +72,16 @@ class FrameSource:
         return min(n, self.max_frames) if self.max_frames else n
 
     def __iter__(self) -> Iterator[Frame]:
-        yielded = 0
-        for index, rgb in self._all():
-            if index % self.stride:
-                continue
-            if self.max_frames is not None and yielded >= self.max_frames:
-                return
-            yielded += 1
+        """The kept frames, decoded afresh on every iteration; nothing past ``max_frames`` is decoded."""
+        for index, rgb in itertools.islice(self._strided(), self.max_frames):
             yield Frame(index, rgb)
 
-    def _all(self) -> Iterator[Tuple[int, np.ndarray]]:
+    def _strided(self) -> Iterator[Tuple[int, np.ndarray]]:
         if not self.is_video:
             from PIL import Image
 
             for i, path in enumerate(self._images):
-                if i % self.stride:
+                if i % self.stride:  # skipped images are never read
                     continue
                 try:
                     with Image.open(path) as img:
@@ -102,7 +98,8 @@ class FrameSource:
         try:
             w, h = next(reader)["size"]
             for i, buf in enumerate(reader):
-                yield i, np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)
+                if i % self.stride == 0:
+                    yield i, np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)
         except RuntimeError as err:
             raise InputError(f"{self.path}: decoding failed ({str(err).strip().splitlines()[-1]})") from None
         finally:
