@@ -40,7 +40,6 @@ CANONICAL_OFFSET = np.array([0.0, -0.15, 0.05])
 tip at z = 1.0 and the top of the hair near y = 1.75 stay inside the box, which leaves 4 cm of neck."""
 HEAD_SCALE_M = 0.01 / CM_TO_CANONICAL
 """S: metres per canonical unit."""
-_FLIP = np.diag([1.0, -1.0, -1.0])  # the official world-to-camera rotation
 
 
 def source_intrinsics(width: int, height: int, fov_degrees: float) -> np.ndarray:
