@@ -11,7 +11,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Literal, Optional
 
@@ -28,6 +28,7 @@ from latentavatar_ns.process.face import (
     MissingDependencyError,
     load_template,
 )
+from latentavatar_ns.video import to_uint8
 
 SUMMARY_FILE = "process_summary.json"
 SHEET_FILE = "contact_sheet.png"
@@ -83,15 +84,13 @@ class ProcessConfig:
 
 @dataclass
 class FrameRecord:
-    """What the first pass learns about one kept frame."""
+    """What the first pass detects in one frame with a face (poses and squares, smoothed over all
+    kept frames, live in arrays beside the list of records)."""
 
     source_index: int
     landmarks: np.ndarray
     blendshapes: np.ndarray
     num_faces: int
-    raw_pose: np.ndarray = field(default_factory=lambda: np.zeros(6))
-    pose: np.ndarray = field(default_factory=lambda: np.zeros(6))
-    square: np.ndarray = field(default_factory=lambda: np.zeros(4))
 
 
 def _progress(iterable, total: Optional[int], description: str):
@@ -102,11 +101,11 @@ def _progress(iterable, total: Optional[int], description: str):
 
 
 def _check_output(cfg: ProcessConfig) -> None:
-    out, source = Path(cfg.output_dir).resolve(), Path(cfg.input).resolve()
-    if source.is_dir() and source in (out, *out.parents):
+    resolved, source = Path(cfg.output_dir).resolve(), Path(cfg.input).resolve()
+    if source.is_dir() and source in (resolved, *resolved.parents):
         raise ProcessError(f"{cfg.output_dir}: output folder is inside the input folder {cfg.input}; "
                            "choose one outside it")
-    if out in source.parents:  # --overwrite would delete the input with the folder
+    if resolved in source.parents:  # --overwrite would delete the input with the folder
         raise ProcessError(f"{cfg.output_dir}: output folder holds the input {cfg.input}; choose another folder")
     out = cfg.output_dir
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -145,6 +144,7 @@ def process(cfg: ProcessConfig) -> Dict:
     _check_output(cfg)
     template = load_template(task_path)
     rigid = template.rigid_ids
+    rigid_cm = template.vertices[rigid]
 
     # ---- pass 1: landmarks and head pose -----------------------------------------------------
     records: List[FrameRecord] = []
@@ -179,7 +179,7 @@ def process(cfg: ProcessConfig) -> Dict:
     fits = []
     kept: List[FrameRecord] = []
     for rec in records:
-        fit = geo.fit_head_pose(template.vertices[rigid], rec.landmarks[rigid], K_src)
+        fit = geo.fit_head_pose(rigid_cm, rec.landmarks[rigid], K_src)
         if fit is None:
             skipped.append({"source_frame": rec.source_index, "reason": "head pose fit failed"})
             continue
@@ -187,6 +187,10 @@ def process(cfg: ProcessConfig) -> Dict:
         kept.append(rec)
     if not kept:
         raise ProcessError(f"{cfg.input}: head pose could not be fitted in any of {decoded} frames")
+    n = len(kept)
+    if n < 2:
+        raise ProcessError(f"{cfg.input}: a usable face in only {n} of {decoded} frames; a dataset needs at "
+                           "least 2 (train and eval)")
     skipped.sort(key=lambda s: s["source_frame"])
     mean_depth = float(np.mean([geo.head_origin_in_camera(r, t)[2] for r, t in fits])) * 0.01
     w2c = geo.virtual_world_to_camera(mean_depth)
@@ -198,56 +202,50 @@ def process(cfg: ProcessConfig) -> Dict:
                         for r in kept])
     squares[:, 3] = np.unwrap(squares[:, 3])
     squares = geo.gaussian_smooth(squares, times, cfg.smooth_sigma)
-    for rec, p_raw, p, sq in zip(kept, raw, smooth, squares):
-        rec.raw_pose, rec.pose, rec.square = p_raw, p, sq
 
-    n = len(kept)
-    if n < 2:
-        raise ProcessError(f"{cfg.input}: a usable face in only {n} of {decoded} frames; a dataset needs at "
-                           "least 2 (train and eval)")
     n_eval = min(max(int(round(cfg.eval_fraction * n)), 1), n - 1)
     by_source = {rec.source_index: (i, rec) for i, rec in enumerate(kept)}
 
     # ---- pass 2: crops, mattes, params ---------------------------------------------------------
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    rigid_canonical = geo.template_to_canonical(template.vertices[rigid])
+    rigid_canonical = geo.template_to_canonical(rigid_cm)
     sheet_every = max(1, n // max(cfg.sheet_tiles, 1))
     tiles = []
     Ks, reproj_raw, reproj, coverage, inside, face_side = [], [], [], [], [], []
     res = cfg.resolution
     matter = RobustVideoMatting(rvm_path) if rvm_path is not None else SelfieSegmenter(seg_path)
     with matter:
-        frames = FrameSource(cfg.input, stride=cfg.stride, max_frames=cfg.max_frames)
-        for frame in _progress(frames, decoded, "writing dataset"):
+        for frame in _progress(source, decoded, "writing dataset"):
             if frame.index not in by_source:
                 if rvm_path is not None:
                     matter(frame.rgb)  # the recurrent matte sees every frame in order
                 continue
             i, rec = by_source[frame.index]
             split = "train" if i < n - n_eval else "eval"
-            crop = geo.head_crop(rec.pose, scale, w2c, K_src, res, cfg.crop_scale)
+            pose = smooth[i]
+            crop = geo.head_crop(pose, scale, w2c, K_src, res, cfg.crop_scale)
             K = crop.intrinsics(K_src)
             image = crop.warp(frame.rgb)
             matte = crop.warp(matter(frame.rgb))
             if cfg.clip_mask_to_box:
-                matte = matte * geo.box_hit_mask(K, w2c, rec.pose, scale, res, res)
+                matte = matte * geo.box_hit_mask(K, w2c, pose, scale, res, res)
             lms = crop.to_crop(rec.landmarks)
-            sq = rec.square.copy()
+            sq = squares[i].copy()
             sq[:2] = crop.to_crop(sq[None, :2])[0]
             sq[2] *= crop.zoom
             affine = geo.face_square_affine(sq)
-            err_raw = np.linalg.norm(geo.project_canonical(rigid_canonical, rec.raw_pose, scale, w2c, K)
+            reprojected = geo.project_canonical(rigid_canonical, pose, scale, w2c, K)
+            err_raw = np.linalg.norm(geo.project_canonical(rigid_canonical, raw[i], scale, w2c, K)
                                      - lms[rigid], axis=1).mean()
-            err = np.linalg.norm(geo.project_canonical(rigid_canonical, rec.pose, scale, w2c, K) - lms[rigid],
-                                 axis=1).mean()
+            err = np.linalg.norm(reprojected - lms[rigid], axis=1).mean()
             paths = frame_paths(cfg.output_dir / split, i, f".{cfg.image_format}")
             paths.image.parent.mkdir(parents=True, exist_ok=True)
             _write_image(paths.image, image)
-            _write_image(paths.mask, (np.clip(matte, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+            _write_image(paths.mask, to_uint8(matte))
             save_params(paths.params, FrameParams(
-                pose=rec.pose, scale=scale, intrinsics=K, crop_affine=affine,
+                pose=pose, scale=scale, intrinsics=K, crop_affine=affine,
                 extra={"landmarks": lms.astype(np.float32), "blendshapes": rec.blendshapes.astype(np.float32),
-                       "source_frame": np.array(rec.source_index), "raw_pose": rec.raw_pose.astype(np.float32)}))
+                       "source_frame": np.array(rec.source_index), "raw_pose": raw[i].astype(np.float32)}))
             Ks.append(K)
             reproj_raw.append(float(err_raw))
             reproj.append(float(err))
@@ -257,15 +255,14 @@ def process(cfg: ProcessConfig) -> Dict:
             if i % sheet_every == 0 and len(tiles) < cfg.sheet_tiles:
                 corners = np.linalg.solve(np.vstack([affine, [0, 0, 1]]),
                                           np.array([[0, 0, 1], [1, 0, 1], [0, 1, 1], [1, 1, 1]]).T).T[:, :2]
-                tiles.append(SheetTile(image, matte, lms, geo.project_canonical(rigid_canonical, rec.pose, scale,
-                                                                                w2c, K), corners,
+                tiles.append(SheetTile(image, matte, lms, reprojected, corners,
                                        f"{split} {i} (src {rec.source_index})"))
 
     K_med = np.median(np.stack(Ks), axis=0)
     write_camera(cfg.output_dir, CameraSpec(res, res, float(K_med[0, 0]), float(K_med[1, 1]), float(K_med[0, 2]),
                                             float(K_med[1, 2]), w2c))
-    steps = [geo.rotation_angle_deg(a.pose, b.pose) for a, b in zip(kept[:-1], kept[1:])]
-    moves = [float(np.linalg.norm(a.pose[3:] - b.pose[3:])) for a, b in zip(kept[:-1], kept[1:])]
+    steps = [geo.rotation_angle_deg(a, b) for a, b in zip(smooth[:-1], smooth[1:])]
+    moves = [float(np.linalg.norm(a[3:] - b[3:])) for a, b in zip(smooth[:-1], smooth[1:])]
     summary = {
         "input": str(cfg.input),
         "output_dir": str(cfg.output_dir),
