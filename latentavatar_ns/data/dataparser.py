@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import Dict, List, Literal, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import torch
@@ -105,14 +105,13 @@ class LatentAvatarDataParser(DataParser):
         rig = read_rig(root)
         if rig is not None:
             parsed = self._parse_views(split, split_dir, rig)
-            self._splits[split] = parsed
-            return parsed
-        frames = list_frames(split_dir)
-        if not frames:
-            raise DatasetError(f"{split_dir}: split is empty (no img_XXXXX.jpg/png frames)")
-        params: List[FrameParams] = []
-        size = _check_images(frames, params)
-        parsed = ParsedSplit(frames, params, read_camera(root, *size))
+        else:
+            frames = list_frames(split_dir)
+            if not frames:
+                raise DatasetError(f"{split_dir}: split is empty (no img_XXXXX.jpg/png frames)")
+            params: List[FrameParams] = []
+            size = _check_images(frames, params)
+            parsed = ParsedSplit(frames, params, read_camera(root, *size))
         self._splits[split] = parsed
         return parsed
 
@@ -176,42 +175,15 @@ class LatentAvatarDataParser(DataParser):
         if parsed.rig is not None:
             return self._multiview_outputs(folder, parsed, code_offset)
         camera = parsed.camera
-        c2ws, fx, fy, cx, cy, affines = [], [], [], [], [], []
-        for frame, p in zip(parsed.frames, parsed.params):
+        c2ws, intrinsics, affines = [], [], []
+        for p in parsed.params:
             K = p.intrinsics if p.intrinsics is not None else camera.K
             c2ws.append(opencv_to_opengl(canonical_camera_to_world(camera.world_to_camera, p.pose, p.scale)))
-            fx.append(K[0, 0]), fy.append(K[1, 1]), cx.append(K[0, 2]), cy.append(K[1, 2])
-            affine = p.crop_affine
-            if affine is None:
-                affine = crop_affine_from_pose(K, camera.world_to_camera, p.pose, p.scale,
-                                               self.config.face_center, self.config.face_half_size)
-            affines.append(affine)
-        n = len(parsed.frames)
-        column = lambda values: torch.tensor(values, dtype=torch.float32)[:, None]  # noqa: E731
-        cameras = Cameras(
-            camera_to_worlds=torch.tensor(np.stack(c2ws), dtype=torch.float32),
-            fx=column(fx), fy=column(fy), cx=column(cx), cy=column(cy),
-            width=torch.full((n, 1), camera.width, dtype=torch.int64),
-            height=torch.full((n, 1), camera.height, dtype=torch.int64),
-            camera_type=CameraType.PERSPECTIVE,
-            metadata={"code_idx": torch.arange(code_offset, code_offset + n, dtype=torch.int64)[:, None]},
-        )
-        lo, hi = self.config.scene_box
-        return DataparserOutputs(
-            image_filenames=[f.image for f in parsed.frames],
-            cameras=cameras,
-            alpha_color=torch.tensor(self.config.background_color, dtype=torch.float32),
-            scene_box=SceneBox(aabb=torch.tensor([lo, hi], dtype=torch.float32)),
-            mask_filenames=[f.mask for f in parsed.frames],
-            metadata={
-                "crop_affines": torch.tensor(np.stack(affines), dtype=torch.float32),
-                "background_color": torch.tensor(self.config.background_color, dtype=torch.float32),
-                "num_train_frames": len(self.parse_split("train").frames),
-                "num_eval_frames": len(self.parse_split("eval").frames),
-                "image_code_idx": cameras.metadata["code_idx"][:, 0].clone(),
-            },
-        )
-
+            intrinsics.append((K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+            affines.append(self._crop_affine(p, K, camera.world_to_camera))
+        codes = range(code_offset, code_offset + len(parsed.frames))
+        return self._outputs(parsed, [f.image for f in parsed.frames], [f.mask for f in parsed.frames],
+                             c2ws, intrinsics, affines, codes)
 
     def _multiview_outputs(self, folder: Literal["train", "eval"], parsed: ParsedSplit,
                            code_offset: int) -> DataparserOutputs:
@@ -222,10 +194,7 @@ class LatentAvatarDataParser(DataParser):
         images, masks, encoder_images, image_views = [], [], [], []
         c2ws, intrinsics, affines, codes = [], [], [], []
         for moment, (files, p) in enumerate(zip(parsed.moments, parsed.params)):
-            affine = p.crop_affine
-            if affine is None:
-                affine = crop_affine_from_pose(encoder_camera.K, encoder_camera.world_to_camera, p.pose, p.scale,
-                                               self.config.face_center, self.config.face_half_size)
+            affine = self._crop_affine(p, encoder_camera.K, encoder_camera.world_to_camera)
             encoder_image = parsed.frames[moment].image
             for name in views:
                 if name not in files:
@@ -240,15 +209,31 @@ class LatentAvatarDataParser(DataParser):
         if not images:
             raise DatasetError(f"{Path(self.config.data) / folder}: no images of the {folder} views "
                                f"({', '.join(views)})")
+        return self._outputs(parsed, images, masks, c2ws, intrinsics, affines, codes,
+                             encoder_image_filenames=encoder_images, image_views=image_views,
+                             encoder_view=parsed.frames[0].view)
+
+    def _crop_affine(self, p: FrameParams, K: np.ndarray, world_to_camera: np.ndarray) -> np.ndarray:
+        """The frame's stored crop affine, else the configured face square projected through this camera."""
+        if p.crop_affine is not None:
+            return p.crop_affine
+        return crop_affine_from_pose(K, world_to_camera, p.pose, p.scale, self.config.face_center,
+                                     self.config.face_half_size)
+
+    def _outputs(self, parsed: ParsedSplit, images: List[Path], masks: List[Path], c2ws: List[np.ndarray],
+                 intrinsics: List[Tuple[float, float, float, float]], affines: List[np.ndarray],
+                 codes: Sequence[int], **metadata) -> DataparserOutputs:
+        """One camera per image (OpenGL camera-to-canonical, fx/fy/cx/cy, the split's image size) with
+        its code index; ``metadata`` is added to what every split carries."""
         n = len(images)
-        k = torch.tensor(intrinsics, dtype=torch.float32)
+        fx, fy, cx, cy = (torch.tensor(values, dtype=torch.float32)[:, None] for values in zip(*intrinsics))
         cameras = Cameras(
             camera_to_worlds=torch.tensor(np.stack(c2ws), dtype=torch.float32),
-            fx=k[:, 0:1], fy=k[:, 1:2], cx=k[:, 2:3], cy=k[:, 3:4],
-            width=torch.full((n, 1), encoder_camera.width, dtype=torch.int64),
-            height=torch.full((n, 1), encoder_camera.height, dtype=torch.int64),
+            fx=fx, fy=fy, cx=cx, cy=cy,
+            width=torch.full((n, 1), parsed.camera.width, dtype=torch.int64),
+            height=torch.full((n, 1), parsed.camera.height, dtype=torch.int64),
             camera_type=CameraType.PERSPECTIVE,
-            metadata={"code_idx": torch.tensor(codes, dtype=torch.int64)[:, None]},
+            metadata={"code_idx": torch.tensor(list(codes), dtype=torch.int64)[:, None]},
         )
         lo, hi = self.config.scene_box
         return DataparserOutputs(
@@ -263,9 +248,7 @@ class LatentAvatarDataParser(DataParser):
                 "num_train_frames": len(self.parse_split("train").frames),
                 "num_eval_frames": len(self.parse_split("eval").frames),
                 "image_code_idx": cameras.metadata["code_idx"][:, 0].clone(),
-                "encoder_image_filenames": encoder_images,
-                "image_views": image_views,
-                "encoder_view": parsed.frames[0].view,
+                **metadata,
             },
         )
 
