@@ -296,6 +296,12 @@ class FrameFiles:
     """The camera this image is from (multi-view captures only)."""
 
 
+def _find_mask(image: Path, stem: str) -> Path:
+    """``mask_<stem>`` beside ``image``, with the image's suffix or any image suffix (the image's if none exists)."""
+    candidates = [image.with_name(f"mask_{stem}{s}") for s in (image.suffix, *IMAGE_SUFFIXES)]
+    return next((m for m in candidates if m.exists()), candidates[0])
+
+
 def list_frames(split_dir: Path) -> List[FrameFiles]:
     """The frames of one split, sorted by index; the mask and params paths may not exist."""
     split_dir = Path(split_dir)
@@ -305,9 +311,7 @@ def list_frames(split_dir: Path) -> List[FrameFiles]:
         if match is None or path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         idx = match.group(1)
-        mask = next((m for m in (split_dir / f"mask_{idx}{s}" for s in (path.suffix, *IMAGE_SUFFIXES))
-                     if m.exists()), split_dir / f"mask_{idx}{path.suffix}")
-        frames.append(FrameFiles(int(idx), path, mask, split_dir / f"params_{idx}.npz"))
+        frames.append(FrameFiles(int(idx), path, _find_mask(path, idx), split_dir / f"params_{idx}.npz"))
     return frames
 
 
@@ -327,10 +331,8 @@ def list_view_frames(split_dir: Path, views: Sequence[str]) -> List[FrameFiles]:
         idx, view = match.groups()
         if view not in order:
             raise DatasetError(f"{path}: view '{view}' is not in {CAMERA_FILE} (views: {', '.join(views)})")
-        stem = f"{idx}_{view}"
-        mask = next((m for m in (split_dir / f"mask_{stem}{s}" for s in (path.suffix, *IMAGE_SUFFIXES))
-                     if m.exists()), split_dir / f"mask_{stem}{path.suffix}")
-        frames.append(FrameFiles(int(idx), path, mask, split_dir / f"params_{idx}.npz", view))
+        frames.append(FrameFiles(int(idx), path, _find_mask(path, f"{idx}_{view}"), split_dir / f"params_{idx}.npz",
+                                 view))
     frames.sort(key=lambda f: (f.index, order[f.view]))
     return frames
 
