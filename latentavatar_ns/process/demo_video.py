@@ -43,20 +43,14 @@ class DemoVideoConfig:
 def main() -> None:
     import tyro
 
-    from latentavatar_ns.data.assets import AssetMissingError, asset_path
+    from latentavatar_ns.data.assets import asset_path
     from latentavatar_ns.demo import (
         fresh_output_dir,
         print_outputs,
         render_results,
         train,
     )
-    from latentavatar_ns.process.decode import InputError
-    from latentavatar_ns.process.face import MissingDependencyError
-    from latentavatar_ns.process.video_to_dataset import (
-        ProcessConfig,
-        ProcessError,
-        process,
-    )
+    from latentavatar_ns.process.video_to_dataset import USER_ERRORS, ProcessConfig, process
 
     cfg = tyro.cli(DemoVideoConfig)
     out = cfg.output_dir
@@ -67,7 +61,7 @@ def main() -> None:
         summary = process(ProcessConfig(input=video, output_dir=out / "data", resolution=cfg.resolution,
                                         eval_fraction=cfg.eval_fraction, stride=cfg.stride,
                                         max_frames=cfg.max_frames))
-    except (ProcessError, InputError, AssetMissingError, MissingDependencyError, FileExistsError) as err:
+    except USER_ERRORS as err:
         sys.exit(f"error: {err}")
     process_s = time.time() - start
     config_path = train(out / "data", out / "runs", cfg.iterations, cfg.device)

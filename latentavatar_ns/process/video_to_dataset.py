@@ -38,6 +38,11 @@ class ProcessError(ValueError):
     """The input cannot become a dataset (e.g. no face anywhere); one line naming the file."""
 
 
+USER_ERRORS = (ProcessError, InputError, AssetMissingError, MissingDependencyError, FileExistsError)
+"""What a bad input, a missing model or package, or an occupied output folder raises: the commands
+print these as one ``error:`` line instead of a traceback."""
+
+
 @dataclass
 class ProcessConfig:
     """Turn a video (any container/codec ffmpeg reads) or a folder of images of one person into a
@@ -323,7 +328,7 @@ def main() -> None:
     cfg = tyro.cli(ProcessConfig)
     try:
         summary = process(cfg)
-    except (ProcessError, InputError, AssetMissingError, MissingDependencyError, FileExistsError) as err:
+    except USER_ERRORS as err:
         sys.exit(f"error: {err}")
     skipped = summary["skipped"]
     listed = ", ".join(str(s["source_frame"]) for s in skipped[:20]) + (" ..." if len(skipped) > 20 else "")
