@@ -19,9 +19,9 @@ from rich.progress import track
 
 from latentavatar_ns.data.datamanager import LatentAvatarDataManagerConfig
 from latentavatar_ns.data.dataset import LatentAvatarDataset
+from latentavatar_ns.ffmpeg import ensure_ffmpeg_on_path
 from latentavatar_ns.model.latentavatar import LatentAvatarModel, LatentAvatarModelConfig
 from latentavatar_ns.model.sampling import OccupancyGrid
-from latentavatar_ns.ffmpeg import ensure_ffmpeg_on_path
 from latentavatar_ns.viewer_panel import ExpressionPanel
 
 # Imported through the entry point by every ns-* command: ns-render finds an ffmpeg for its videos.
@@ -101,11 +101,19 @@ class LatentAvatarPipeline(VanillaPipeline):
 
     @torch.no_grad()
     def encode_frames(self, dataset: LatentAvatarDataset, batch_size: int = 32) -> None:
-        """Encode every frame of a dataset into the model's code table (noise-free, eval mode)."""
+        """Encode every frame of a dataset into the model's code table (noise-free, eval mode).
+
+        The views of a multi-view moment share one crop and one code, so each code is encoded
+        once, from its first image.
+        """
         was_training = self.model.training
         self.model.eval()
-        for start in range(0, len(dataset), batch_size):
-            items = [dataset.get_data(i) for i in range(start, min(start + batch_size, len(dataset)))]
+        first_image: Dict[int, int] = {}
+        for image, code in enumerate(dataset.code_idx.tolist()):
+            first_image.setdefault(code, image)
+        images = list(first_image.values())
+        for start in range(0, len(images), batch_size):
+            items = [dataset.get_data(i) for i in images[start:start + batch_size]]
             crops = torch.stack([item["encoder_crop"] for item in items]).to(self.device)
             codes = self.model.encode(crops)
             self.model.frame_codes[torch.tensor([item["code_idx"] for item in items], device=self.device)] = codes
