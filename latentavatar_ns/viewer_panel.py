@@ -65,13 +65,13 @@ class ExpressionPanel(nn.Module, ViewerControl):
         self.choose_heldout = ViewerDropdown("Held-out frame", NO_HELDOUT,
                                              [NO_HELDOUT] + [heldout_label(i) for i in range(self.num_eval)],
                                              cb_hook=self._on_heldout, hint="Render the expression of a held-out frame")
-        self.mix_other = ViewerNumber("Blend with frame", 0, cb_hook=lambda _: None,
+        self.mix_other = ViewerNumber("Blend with frame", 0,
                                       hint=f"Frame whose code is mixed in: 0-{self.num_train - 1} training, "
                                            f"{self.num_train}-{self.num_train + self.num_eval - 1} held-out")
-        self.mix_weight = ViewerSlider("Blend", 0.0, 0.0, 1.0, 0.01, cb_hook=lambda _: None,
+        self.mix_weight = ViewerSlider("Blend", 0.0, 0.0, 1.0, 0.01,
                                        hint="0: the chosen frame; 1: the 'blend with' frame; between: a mix of codes")
         self.play = ViewerCheckbox("Play", False, cb_hook=self._on_play, hint="Animate through the training frames")
-        self.play_fps = ViewerSlider("Frames per second", 8, 1, 30, 1, cb_hook=lambda _: None, hint="Playback speed")
+        self.play_fps = ViewerSlider("Frames per second", 8, 1, 30, 1, hint="Playback speed")
 
     # ------------------------------------------------------------------------------------------
     # What a viewer render shows
