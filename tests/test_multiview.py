@@ -225,23 +225,28 @@ def test_synth_cli_multiview_and_refuses_a_nonempty_directory(tmp_path: Path, mo
 # Training
 
 
-def test_batches_share_a_moment_and_one_code(tmp_path: Path):
-    """views_per_moment=2: each batch is two views of one moment; the model encodes the moment once."""
+def multiview_trainer(data: Path, out: Path):
+    """A set-up CPU trainer of the tiny config on ``data``, two views of one moment per batch."""
     from latentavatar_ns.configs import tiny_config
     from nerfstudio.engine.trainer import Trainer
 
-    data = write_multiview_dataset(tmp_path / "mv", moments={"train": 4, "eval": 1}, heldout=(0,), size=32)
     torch.manual_seed(0)
     config = tiny_config()
     config.pipeline.datamanager.data = data
     config.pipeline.datamanager.views_per_moment = 2
-    config.output_dir = tmp_path / "runs"
+    config.output_dir = out
     config.vis = "tensorboard"
     config.machine.device_type = "cpu"
     config.set_timestamp()
     trainer = Trainer(config)
     trainer.setup()
-    pipeline = trainer.pipeline
+    return trainer
+
+
+def test_batches_share_a_moment_and_one_code(tmp_path: Path):
+    """views_per_moment=2: each batch is two views of one moment; the model encodes the moment once."""
+    data = write_multiview_dataset(tmp_path / "mv", moments={"train": 4, "eval": 1}, heldout=(0,), size=32)
+    pipeline = multiview_trainer(data, tmp_path / "runs").pipeline
     manager = pipeline.datamanager
     seen = []
     for step in range(4):  # one epoch: 4 moments x 2 training views
@@ -269,21 +274,9 @@ def test_batches_share_a_moment_and_one_code(tmp_path: Path):
 
 
 def test_short_multiview_training_loss_falls(tmp_path: Path):
-    from latentavatar_ns.configs import tiny_config
-    from nerfstudio.engine.trainer import Trainer
-
     data = make_dataset(tmp_path / "mv", num_frames=8, resolution=48, eval_fraction=0.25, num_views=3,
                         view_spread=90.0, heldout_views=(0,), progress=False)
-    torch.manual_seed(0)
-    config = tiny_config()
-    config.pipeline.datamanager.data = data
-    config.pipeline.datamanager.views_per_moment = 2
-    config.output_dir = tmp_path / "runs"
-    config.vis = "tensorboard"
-    config.machine.device_type = "cpu"
-    config.set_timestamp()
-    trainer = Trainer(config)
-    trainer.setup()
+    trainer = multiview_trainer(data, tmp_path / "runs")
     pipeline = trainer.pipeline
     losses = []
     for step in range(120):
