@@ -991,7 +991,8 @@ def make_dataset(
     if num_views > 1:
         if drive_from is not None:
             raise ValueError("drive_from replays a single-camera dataset; it cannot be combined with num_views > 1")
-        rig = camera_rig(resolution, view_yaws(num_views, view_layout, view_spread), heldout_views)
+        yaws = view_yaws(num_views, view_layout, view_spread)
+        rig = camera_rig(resolution, yaws, heldout_views)
     elif num_views < 1:
         raise ValueError(f"num_views must be >= 1, got {num_views}")
     elif heldout_views:
@@ -1050,7 +1051,7 @@ def make_dataset(
     }
     if rig is not None:
         info.update({"num_views": num_views, "view_layout": view_layout, "view_spread": view_spread,
-                     "view_yaws_deg": view_yaws(num_views, view_layout, view_spread).round(6).tolist(),
+                     "view_yaws_deg": yaws.round(6).tolist(),
                      "views": rig.names, "heldout_views": list(rig.heldout_views)})
     (output_dir / SYNTH_FILE).write_text(json.dumps(info, indent=2))
     return output_dir
