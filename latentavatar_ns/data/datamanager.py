@@ -87,8 +87,7 @@ class LatentAvatarDataManager(FullImageDatamanager[LatentAvatarDataset]):
         while len(indices) < size:
             first = self.train_unseen_cameras.pop(0)
             indices.append(first)
-            if self.config.views_per_moment > 1:
-                indices.extend(self._other_views(first, min(self.config.views_per_moment - 1, size - len(indices))))
+            indices.extend(self._other_views(first, min(self.config.views_per_moment - 1, size - len(indices))))
             if not self.train_unseen_cameras:
                 self.train_unseen_cameras = self.sample_train_cameras()
         idx = torch.tensor(indices, dtype=torch.long)
@@ -101,8 +100,10 @@ class LatentAvatarDataManager(FullImageDatamanager[LatentAvatarDataset]):
 
     def _other_views(self, image: int, count: int) -> List[int]:
         """Up to ``count`` other training images of ``image``'s moment, unseen ones first."""
+        if count <= 0:
+            return []
         others = [i for i in self._moment_images[int(self.train_dataset.code_idx[image])] if i != image]
-        if count <= 0 or not others:
+        if not others:
             return []
         random.shuffle(others)
         unseen = set(self.train_unseen_cameras)
