@@ -158,10 +158,11 @@ def main() -> None:
             "frontal_view_eval_moments": score(pipeline, data, (frontal,), "eval", metrics),
         }
         print(name, json.dumps(results[name]), flush=True)
+    # The work folder is this machine's scratch space, not a setting of the measurement.
+    config = {k: str(v) for k, v in asdict(cfg).items() if k != "work_dir"}
+    cfg.output.parent.mkdir(parents=True, exist_ok=True)
     if set(results) != set(arms):
-        cfg.output.parent.mkdir(parents=True, exist_ok=True)
-        cfg.output.write_text(json.dumps({"config": {k: str(v) for k, v in asdict(cfg).items()}, "results": results},
-                                         indent=2))
+        cfg.output.write_text(json.dumps({"config": config, "results": results}, indent=2))
         return
     delta = {}
     for key in ("heldout_views_train_moments", "heldout_views_eval_moments", "frontal_view_eval_moments"):
@@ -170,12 +171,11 @@ def main() -> None:
                       for region in ("full_frame", "head_box")}
     device = (torch.cuda.get_device_name() if cfg.device == "cuda"
               else f"cpu ({platform.machine()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
-    report = {"config": {k: str(v) for k, v in asdict(cfg).items()}, "device": device,
+    report = {"config": config, "device": device,
               "capture": {"views": info["views"], "view_yaws_deg": info["view_yaws_deg"], "encoder_view": frontal,
                           "heldout_views": list(heldout), "train_moments": info["num_train"],
                           "eval_moments": info["num_eval"]},
               "results": results, "multiview_minus_frontal_only": delta}
-    cfg.output.parent.mkdir(parents=True, exist_ok=True)
     cfg.output.write_text(json.dumps(report, indent=2))
     print(json.dumps(delta, indent=2))
 
