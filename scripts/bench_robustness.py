@@ -62,6 +62,7 @@ def main() -> None:
                 not_run.append(case.name)
                 continue
             outcome = fuzz.run_case(case, root / f"case{i:03d}", fixtures, timeout=cfg.timeout)
+            outcome.message = outcome.message.replace(str(root), "<work>")  # no machine paths in the report
             outcomes.append(outcome)
             if not outcome.ok:
                 print(f"FAILED {case.name}: ended {outcome.ended}, partial output {outcome.partial_output}, "

@@ -205,7 +205,7 @@ def main() -> None:
         }
     device = (torch.cuda.get_device_name() if cfg.device == "cuda"
               else f"cpu ({platform.machine()}, {os.environ.get('OMP_NUM_THREADS', torch.get_num_threads())} threads)")
-    report = {"config": {k: str(v) for k, v in asdict(cfg).items() if k not in ("variant", "data")},
+    report = {"config": {k: str(v) for k, v in asdict(cfg).items() if k not in ("variant", "data", "quality_config")},
               "device": device, "variants": {k: VARIANTS[k] for k in cfg.variants}, "results": results}
     if cfg.quality_config is not None:
         report["render_precision_quality"] = render_precision_quality(cfg.quality_config)
