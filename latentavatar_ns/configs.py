@@ -8,7 +8,8 @@ from __future__ import annotations
 import sys
 from typing import Dict
 
-from nerfstudio.configs.base_config import ViewerConfig
+import torch
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
@@ -42,6 +43,8 @@ def _adam(lr: float) -> Dict[str, Dict]:
     groups = {group: {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-8), "scheduler": None}
               for group in ("encoder", "triplane", "superres")}
     groups["proposal"] = {"optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15), "scheduler": None}
+    # The learned tri-plane of --pipeline.model.static-planes: texels, fitted directly, take a larger step.
+    groups["static_planes"] = {"optimizer": AdamOptimizerConfig(lr=10 * lr, eps=1e-15), "scheduler": None}
     return groups
 
 
@@ -55,6 +58,8 @@ def paper_config() -> LatentAvatarTrainerConfig:
         steps_per_save=2000,
         max_num_iterations=200000,
         mixed_precision=False,
+        # nerfstudio assumes CUDA; a machine without it trains on the CPU instead of failing at the first tensor.
+        machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
         pipeline=LatentAvatarPipelineConfig(
             datamanager=LatentAvatarDataManagerConfig(dataparser=LatentAvatarDataParserConfig(), images_per_batch=2),
             model=LatentAvatarModelConfig(),

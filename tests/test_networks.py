@@ -51,6 +51,22 @@ def test_generator_depends_on_the_code():
     assert gen.blocks[0].conv1.affine.weight.grad.abs().sum() > 0
 
 
+def test_static_planes_are_shared_by_every_code_and_learn_directly():
+    torch.manual_seed(0)
+    plain = TriplaneGenerator(16, channels=(32, 32, 16), plane_channels=4)
+    gen = TriplaneGenerator(16, channels=(32, 32, 16), plane_channels=4, static_planes=True)
+    gen.load_state_dict(plain.state_dict(), strict=False)
+    assert gen.static_planes.shape == (1, 3, 4, 16, 16) and plain.static_planes is None
+    theta = torch.randn(2, 16)
+    with torch.no_grad():
+        gen.static_planes.normal_()
+        # The same offset on every code's planes, on top of what the convolutions draw.
+        assert torch.allclose(gen(theta) - plain(theta), gen.static_planes.expand(2, -1, -1, -1, -1), atol=1e-5)
+    gen(theta)[:, 0, 0, 3, 5].sum().backward()
+    grad = gen.static_planes.grad
+    assert grad[0, 0, 0, 3, 5] == 2.0 and grad.abs().sum() == 2.0  # one texel, one step away from its target
+
+
 def test_modulated_conv_matches_plain_conv_for_unit_style():
     conv = ModulatedConv2d(4, 6, 3, style_dim=8, demodulate=False)
     x = torch.randn(2, 4, 8, 8)
@@ -113,4 +129,5 @@ def test_paper_config_numbers():
     assert (model.sr_scale, model.num_samples, model.plane_channels) == (4, 64, 32)
     assert cfg.pipeline.datamanager.images_per_batch == 2
     assert all(cfg.optimizers[g]["optimizer"].lr == 1e-4 for g in ("encoder", "triplane", "superres"))
-    assert (model.mask_loss_weight, model.lpips_loss_weight) == (0.1, 0.1)
+    assert (model.mask_loss_weight, model.lpips_loss_weight, model.lpips_loss_net) == (0.1, 0.1, "vgg")
+    assert not model.static_planes  # our improvements are options

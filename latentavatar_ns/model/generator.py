@@ -62,6 +62,10 @@ class TriplaneGenerator(nn.Module):
 
     ``channels[i]`` is the width of the block at resolution ``4 * 2**i``; the last block's output is
     projected by an undemodulated 1x1 modulated conv to 3 x ``plane_channels`` channels.
+
+    With ``static_planes`` a learned tri-plane, shared by every code, is added to that output: the
+    person's fixed detail (brows, eyes, hair) is then fitted texel by texel, as in K-Planes, instead of
+    waiting for the convolutions to learn to draw it, and the convolutions are left the part that moves.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class TriplaneGenerator(nn.Module):
         style_dim: int = 128,
         channels: Sequence[int] = (256, 256, 256, 256, 256, 192, 96),
         plane_channels: int = 32,
+        static_planes: bool = False,
     ):
         super().__init__()
         self.start = nn.ConvTranspose2d(style_dim, channels[0], kernel_size=4)
@@ -81,6 +86,8 @@ class TriplaneGenerator(nn.Module):
         self.to_planes = ModulatedConv2d(cin, 3 * plane_channels, 1, style_dim, demodulate=False)
         self.plane_channels = plane_channels
         self.resolution = 4 * 2 ** (len(channels) - 1)
+        r = self.resolution
+        self.static_planes = nn.Parameter(torch.zeros(1, 3, plane_channels, r, r)) if static_planes else None
 
     def forward(self, theta: Float[Tensor, "B S"]) -> Float[Tensor, "B 3 C R R"]:
         x = F.leaky_relu(self.start(theta[:, :, None, None]), 0.2)
@@ -88,4 +95,5 @@ class TriplaneGenerator(nn.Module):
             x = block(x, theta)
         planes = self.to_planes(x, theta)
         b, _, r, _ = planes.shape
-        return planes.reshape(b, 3, self.plane_channels, r, r)
+        planes = planes.reshape(b, 3, self.plane_channels, r, r)
+        return planes if self.static_planes is None else planes + self.static_planes

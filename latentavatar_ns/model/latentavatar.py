@@ -44,6 +44,10 @@ class LatentAvatarModelConfig(ModelConfig):
     """Generator block widths at resolutions 4, 8, ...; the last block sets the plane resolution."""
     plane_channels: int = 32
     """Features per plane."""
+    static_planes: bool = False
+    """Add a learned tri-plane shared by all codes to the generator's output (not in the paper): fixed detail
+    is fitted directly and the generator only models what changes with expression, which converges much
+    sooner (see bench/static_planes.json)."""
     field_hidden_dim: int = 128
     """Hidden width of the density and feature MLPs."""
     feature_dim: int = 32
@@ -93,7 +97,9 @@ class LatentAvatarModelConfig(ModelConfig):
     mask_loss_weight: float = 0.1
     """MSE between the rendered accumulation and the matte."""
     lpips_loss_weight: float = 0.1
-    """LPIPS-VGG on the high-resolution image (skipped with a warning when the weights are absent)."""
+    """LPIPS on the high-resolution image (skipped with a warning when the weights are absent)."""
+    lpips_loss_net: Literal["vgg", "alex"] = "vgg"
+    """Backbone of the LPIPS loss: the paper's VGG, or AlexNet (a small fraction of VGG's cost, for CPU training)."""
     eval_lpips: bool = True
     """Report LPIPS in eval when the weights are present."""
 
@@ -106,7 +112,8 @@ class LatentAvatarModel(Model):
         cfg = self.config
         self.encoder = ExpressionEncoder(cfg.encoder_crop_size, cfg.encoder_channels, cfg.code_dim)
         self.mapping = MappingMLP(cfg.code_dim, cfg.code_dim, cfg.theta_dim)
-        self.generator = TriplaneGenerator(cfg.theta_dim, cfg.generator_channels, cfg.plane_channels)
+        self.generator = TriplaneGenerator(cfg.theta_dim, cfg.generator_channels, cfg.plane_channels,
+                                           static_planes=cfg.static_planes)
         self.field = TriplaneField(cfg.plane_channels, cfg.field_hidden_dim, cfg.feature_dim)
         self.renderer = VolumeRenderer(self.scene_box, make_sampler(cfg, self.scene_box.aabb))
         self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale)
@@ -123,7 +130,11 @@ class LatentAvatarModel(Model):
         background = metadata.get("background_color", torch.ones(3))
         self.register_buffer("background", torch.as_tensor(background, dtype=torch.float32).clone())
         # Held outside the module tree: a frozen loss network belongs in neither checkpoints nor param groups.
-        self._lpips = (load_lpips("vgg"),) if (cfg.lpips_loss_weight > 0 or cfg.eval_lpips) else (None,)
+        # Eval always reports LPIPS-VGG (ns-eval's definition); the loss may use a cheaper backbone.
+        self._lpips = (load_lpips("vgg"),) if (cfg.eval_lpips or (cfg.lpips_loss_weight > 0
+                                                                and cfg.lpips_loss_net == "vgg")) else (None,)
+        self._lpips_loss = self._lpips if cfg.lpips_loss_net == "vgg" else (
+            (load_lpips(cfg.lpips_loss_net),) if cfg.lpips_loss_weight > 0 else (None,))
         self._plane_cache: Optional[Tuple[Tensor, Tensor]] = None
         self._expression_panel: Tuple[Optional[nn.Module]] = (None,)
 
@@ -132,12 +143,20 @@ class LatentAvatarModel(Model):
         net = self._lpips[0]
         return net.to(self.device) if net is not None else None
 
+    @property
+    def lpips_loss(self) -> Optional[nn.Module]:
+        net = self._lpips_loss[0]
+        return net.to(self.device) if net is not None else None
+
     def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:
+        static = self.generator.static_planes
         groups = {
             "encoder": list(self.encoder.parameters()) + list(self.mapping.parameters()),
-            "triplane": list(self.generator.parameters()) + list(self.field.parameters()),
+            "triplane": [p for p in self.generator.parameters() if p is not static] + list(self.field.parameters()),
             "superres": list(self.superres.parameters()),
         }
+        if static is not None:
+            groups["static_planes"] = [static]
         proposal = list(self.renderer.sampler.parameters())
         if proposal:
             groups["proposal"] = proposal
@@ -367,8 +386,8 @@ class LatentAvatarModel(Model):
         }
         if "sampler_loss" in outputs:
             losses["proposal_loss"] = cfg.proposal_loss_weight * outputs["sampler_loss"]
-        if cfg.lpips_loss_weight > 0 and self.lpips is not None:
-            losses["lpips_loss"] = cfg.lpips_loss_weight * self.lpips(
+        if cfg.lpips_loss_weight > 0 and self.lpips_loss is not None:
+            losses["lpips_loss"] = cfg.lpips_loss_weight * self.lpips_loss(
                 outputs["rgb"].permute(0, 3, 1, 2), image.permute(0, 3, 1, 2)).mean()
         return losses
 
