@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -46,14 +46,20 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
+def train_command(data: Path, output_dir: Path, iterations: int, device: str, method: str = "latentavatar-tiny",
+                  experiment: str = "demo", extra_args: Sequence[str] = ()) -> List[str]:
+    """The real ``ns-train`` command line of a run named ``<output_dir>/<experiment>/<method>/run``."""
+    return [
+        _bin("ns-train"), method, "--data", str(data), "--output-dir", str(output_dir),
+        "--experiment-name", experiment, "--timestamp", "run", "--vis", "tensorboard",
+        "--machine.device-type", device, "--max-num-iterations", str(iterations),
+        "--steps-per-eval-image", str(max(iterations // 4, 1)), *extra_args,
+    ]
+
+
 def train(data: Path, output_dir: Path, iterations: int, device: str, method: str = "latentavatar-tiny") -> Path:
     """Run the real ``ns-train`` command and return the run's config.yml."""
-    cmd = [
-        _bin("ns-train"), method, "--data", str(data), "--output-dir", str(output_dir),
-        "--experiment-name", "demo", "--timestamp", "run", "--vis", "tensorboard",
-        "--machine.device-type", device, "--max-num-iterations", str(iterations),
-        "--steps-per-eval-image", str(max(iterations // 4, 1)),
-    ]
+    cmd = train_command(data, output_dir, iterations, device, method)
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     return output_dir / "demo" / method / "run" / "config.yml"

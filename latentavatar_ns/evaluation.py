@@ -22,6 +22,10 @@ def face_box(affine: np.ndarray, width: int, height: int) -> Tuple[int, int, int
     return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
 
 
+def _psnr(pred: torch.Tensor, gt: torch.Tensor) -> float:
+    return float(-10.0 * torch.log10(F.mse_loss(pred.float(), gt.float()).clamp_min(1e-10)))
+
+
 class ImageMetrics:
     """PSNR, SSIM and LPIPS of (H, W, 3) images in [0, 1]; LPIPS nets load once from the asset cache."""
 
@@ -33,7 +37,7 @@ class ImageMetrics:
         p = pred.permute(2, 0, 1)[None].float().clamp(0, 1)
         g = gt.permute(2, 0, 1)[None].float().to(p.device)
         out = {
-            "psnr": float(-10.0 * torch.log10(F.mse_loss(p, g).clamp_min(1e-10))),
+            "psnr": _psnr(p, g),
             "ssim": float(structural_similarity_index_measure(p, g, data_range=1.0)),
         }
         for net, module in self.lpips.items():
@@ -62,3 +66,32 @@ def evaluate_heldout(pipeline, metrics: Optional[ImageMetrics] = None) -> Dict[s
         x0, y0, x1, y1 = face_box(dataset.crop_affines[i], gt.shape[1], gt.shape[0])
         face_rows.append(metrics(rgb[y0:y1, x0:x1], gt[y0:y1, x0:x1]))
     return {"full_frame": mean_metrics(full_rows), "face_box": mean_metrics(face_rows), "frames": len(dataset)}
+
+
+@torch.no_grad()
+def expression_gain(pipeline) -> Dict[str, float]:
+    """How much of the held-out frames' expressions the avatar renders, in dB.
+
+    Each held-out frame is rendered twice from its own camera: with the code encoded from its own
+    crop, and with the mean code of the training frames (the avatar's "average face"). The gain is
+    the PSNR difference on the face box and on its lower half (mouth and jaw). An avatar that ignores
+    its code scores 0, whatever its image quality; pose and identity cancel out.
+    """
+    dataset = pipeline.datamanager.eval_dataset
+    model = pipeline.model
+    model.eval()
+    mean_code = model.frame_codes[: model.num_train_frames].mean(dim=0, keepdim=True)
+    rows = []
+    for i in range(len(dataset)):
+        item = dataset.get_data(i)
+        camera = dataset.cameras[i : i + 1].to(model.device)
+        own = model.get_outputs_for_camera(camera, batch=item)["rgb"]
+        average = model.render(model.triplanes(mean_code), camera)["rgb"][0].clamp(0.0, 1.0)
+        gt = item["image"].to(own.device)
+        x0, y0, x1, y1 = face_box(dataset.crop_affines[i], gt.shape[1], gt.shape[0])
+        ym = (y0 + y1) // 2
+        rows.append({
+            "face_box_db": _psnr(own[y0:y1, x0:x1], gt[y0:y1, x0:x1]) - _psnr(average[y0:y1, x0:x1], gt[y0:y1, x0:x1]),
+            "mouth_db": _psnr(own[ym:y1, x0:x1], gt[ym:y1, x0:x1]) - _psnr(average[ym:y1, x0:x1], gt[ym:y1, x0:x1]),
+        })
+    return mean_metrics(rows)

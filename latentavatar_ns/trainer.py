@@ -56,7 +56,7 @@ class LatentAvatarTrainerConfig(TrainerConfig):
             if found:
                 newest.append((found[-1].stat().st_mtime, run / self.relative_model_dir))
         if not newest:
-            raise TrainingError(f"{runs}: nothing to resume (no run with checkpoints); drop --resume to start")
+            raise TrainingError(f"{runs}: nothing to resume (no run with checkpoints); drop --resume True to start")
         return max(newest)[1]
 
     def save_config(self) -> None:
@@ -73,7 +73,7 @@ class LatentAvatarTrainerConfig(TrainerConfig):
         continuing = self.load_dir is not None and Path(self.load_dir).resolve() == ckpt_dir.resolve()
         if checkpoints_in(ckpt_dir, CKPT_SUFFIX) and not (continuing or self.overwrite):
             raise TrainingError(f"{self.get_base_dir()} already holds checkpoints; pass --load-dir {ckpt_dir} to "
-                                "continue that run, --overwrite to train into it anyway, or another --timestamp")
+                                "continue that run, --overwrite True to train into it anyway, or another --timestamp")
         super().save_config()
 
 

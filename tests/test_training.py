@@ -103,6 +103,22 @@ def test_checkpoint_reloads_with_eval_setup(trained_run: Path):
     assert from_camera.shape == (64, 64, 3)
 
 
+def test_expression_gain_is_zero_for_an_avatar_that_ignores_its_code(trained_run: Path, monkeypatch):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from latentavatar_ns.evaluation import expression_gain
+
+    _, pipeline, _, _ = eval_setup(trained_run, test_mode="test")
+    gain = expression_gain(pipeline)
+    assert set(gain) == {"face_box_db", "mouth_db"}
+    assert all(torch.isfinite(torch.tensor(v)) and v != 0.0 for v in gain.values())  # own codes render differently
+    model = pipeline.model
+    average = model.frame_codes[: model.num_train_frames].mean(dim=0, keepdim=True)
+    triplanes = model.triplanes
+    monkeypatch.setattr(model, "triplanes", lambda code: triplanes(average.expand(len(code), -1)))
+    assert expression_gain(pipeline) == {"face_box_db": 0.0, "mouth_db": 0.0}
+
+
 def test_resume_with_load_dir(trained_run: Path, synthetic_dataset: Path):
     models = trained_run.parent / "nerfstudio_models"
     result = run_cli(["ns-train", "latentavatar-tiny", "--data", str(synthetic_dataset), "--output-dir",
