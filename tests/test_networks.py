@@ -6,7 +6,7 @@ import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.scene_box import SceneBox
 
-from latentavatar_ns.configs import paper_config
+from latentavatar_ns.configs import default_config, paper_config
 from latentavatar_ns.data.format import OFFICIAL_BOX
 from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
 from latentavatar_ns.model.field import TriplaneField, sample_triplane
@@ -131,3 +131,4 @@ def test_paper_config_numbers():
     assert all(cfg.optimizers[g]["optimizer"].lr == 1e-4 for g in ("encoder", "triplane", "superres"))
     assert (model.mask_loss_weight, model.lpips_loss_weight, model.lpips_loss_net) == (0.1, 0.1, "vgg")
     assert not model.static_planes  # our improvements are options
+    assert model.sampler == "uniform" and default_config().pipeline.model.sampler == "proposal"  # issue 3's pick
