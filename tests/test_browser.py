@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,17 +19,11 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 import pytest
+from clitools import BIN, free_port
 
 CHROMIUM = Path(os.environ.get("LATENTAVATAR_CHROMIUM", "/usr/bin/chromium"))
-BIN = Path(sys.executable).parent
 VIEWPORT = {"width": 1200, "height": 760}
 SLIDER = "//*[text()='{label}']/ancestor::*[.//*[@role='slider']][1]//*[@role='slider']"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
@@ -86,7 +78,7 @@ def capture(load_config: Path, out_dir: Path, timeout: float = 80.0) -> Dict[str
     from playwright.sync_api import sync_playwright
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     log = open(out_dir / "ns-viewer.log", "w")
     proc = subprocess.Popen([str(BIN / "ns-viewer"), "--load-config", str(load_config),

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
-from typing import List
 
 import numpy as np
 import pytest
 import torch
+from clitools import run_cli
 
 from latentavatar_ns.reenact.ynet import YNetSpec, YNetwork, ssim
 
-BIN = Path(sys.executable).parent
 NUM_ACTOR_FRAMES = 24
-
-
-def run_cli(args: List[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def one_line_error(exc: pytest.ExceptionInfo) -> str:

@@ -5,20 +5,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import List
 
 import pytest
 import torch
+from clitools import BIN
 
 from latentavatar_ns import fuzz
 from latentavatar_ns.checkpoints import NonFiniteGuard, TrainingError, checkpoints_in, load_newest, prune, write_atomic
 from latentavatar_ns.configs import tiny_config
 from latentavatar_ns.trainer import LatentAvatarTrainer
-
-BIN = Path(sys.executable).parent
 
 
 def tiny_trainer_config(data: Path, out: Path, **overrides):

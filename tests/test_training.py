@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import List
 
 import pytest
 import torch
 import yaml
+from clitools import run_cli
 
 from latentavatar_ns.configs import tiny_config
-
-BIN = Path(sys.executable).parent
-
-
-def run_cli(args: List[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def heldout_psnr(pipeline) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import List
@@ -14,13 +13,7 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
-
-BIN = Path(sys.executable).parent
-
-
-def run_cli(args: List[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+from clitools import BIN, free_port, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +26,10 @@ def viewer(tiny_trained_run: Path, tmp_path_factory):
     _, pipeline, _, _ = eval_setup(tiny_trained_run, test_mode="test")
     assert not pipeline.expression.active  # no viewer yet: camera-only renders use the camera's frame
     log = tmp_path_factory.mktemp("viewer") / "viewer_log.txt"
-    state = Viewer(ViewerConfig(websocket_port=None, websocket_port_default=_free_port()), log_filename=log,
+    state = Viewer(ViewerConfig(websocket_port=None, websocket_port_default=free_port()), log_filename=log,
                    datapath=pipeline.datamanager.get_datapath(), pipeline=pipeline)
     yield state, pipeline
     state.viser_server.stop()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def viewer_camera(pipeline, size: int = 48, time_value: float = 0.0):
