@@ -48,13 +48,10 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 25.0) -> 
 
 
 def read_video(path: Path) -> np.ndarray:
-    """(N, H, W, 3) uint8 frames (read with imageio-ffmpeg: mediapy's reader passes flags newer ffmpeg dropped)."""
-    import imageio_ffmpeg
+    """(N, H, W, 3) uint8: every decoded frame of a video (the process command's ``FrameSource``, all at once)."""
+    from latentavatar_ns.process.decode import FrameSource
 
-    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
-    meta = next(reader)
-    w, h = meta["size"]
-    return np.stack([np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3) for buf in reader])
+    return np.stack([frame.rgb for frame in FrameSource(path)])
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
