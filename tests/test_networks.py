@@ -6,7 +6,7 @@ import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.scene_box import SceneBox
 
-from latentavatar_ns.configs import default_config, paper_config
+from latentavatar_ns.configs import default_config, paper_config, tiny_config
 from latentavatar_ns.data.format import OFFICIAL_BOX
 from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
 from latentavatar_ns.model.field import TriplaneField, sample_triplane
@@ -130,5 +130,5 @@ def test_paper_config_numbers():
     assert cfg.pipeline.datamanager.images_per_batch == 2
     assert all(cfg.optimizers[g]["optimizer"].lr == 1e-4 for g in ("encoder", "triplane", "superres"))
     assert (model.mask_loss_weight, model.lpips_loss_weight, model.lpips_loss_net) == (0.1, 0.1, "vgg")
-    assert not model.static_planes  # our improvements are options
+    assert not model.static_planes and tiny_config().pipeline.model.static_planes  # our improvements are options
     assert model.sampler == "uniform" and default_config().pipeline.model.sampler == "proposal"  # issue 3's pick
