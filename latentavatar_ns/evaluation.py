@@ -22,8 +22,15 @@ def face_box(affine: np.ndarray, width: int, height: int) -> Tuple[int, int, int
     return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
 
 
-def _psnr(pred: torch.Tensor, gt: torch.Tensor) -> float:
+def psnr(pred: torch.Tensor, gt: torch.Tensor) -> float:
+    """PSNR in dB of images in [0, 1]."""
     return float(-10.0 * torch.log10(F.mse_loss(pred.float(), gt.float()).clamp_min(1e-10)))
+
+
+def mouth_box(box: Tuple[int, int, int, int]) -> Tuple[int, int, int, int]:
+    """The lower half of a face box (mouth and jaw), where most expression lives."""
+    x0, y0, x1, y1 = box
+    return x0, (y0 + y1) // 2, x1, y1
 
 
 class ImageMetrics:
@@ -37,7 +44,7 @@ class ImageMetrics:
         p = pred.permute(2, 0, 1)[None].float().clamp(0, 1)
         g = gt.permute(2, 0, 1)[None].float().to(p.device)
         out = {
-            "psnr": _psnr(p, g),
+            "psnr": psnr(p, g),
             "ssim": float(structural_similarity_index_measure(p, g, data_range=1.0)),
         }
         for net, module in self.lpips.items():
@@ -88,10 +95,9 @@ def expression_gain(pipeline) -> Dict[str, float]:
         own = model.get_outputs_for_camera(camera, batch=item)["rgb"]
         average = model.render(model.triplanes(mean_code), camera)["rgb"][0].clamp(0.0, 1.0)
         gt = item["image"].to(own.device)
-        x0, y0, x1, y1 = face_box(dataset.crop_affines[i], gt.shape[1], gt.shape[0])
-        ym = (y0 + y1) // 2
-        rows.append({
-            "face_box_db": _psnr(own[y0:y1, x0:x1], gt[y0:y1, x0:x1]) - _psnr(average[y0:y1, x0:x1], gt[y0:y1, x0:x1]),
-            "mouth_db": _psnr(own[ym:y1, x0:x1], gt[ym:y1, x0:x1]) - _psnr(average[ym:y1, x0:x1], gt[ym:y1, x0:x1]),
-        })
+        face = face_box(dataset.crop_affines[i], gt.shape[1], gt.shape[0])
+        row = {}
+        for name, (x0, y0, x1, y1) in (("face_box_db", face), ("mouth_db", mouth_box(face))):
+            row[name] = psnr(own[y0:y1, x0:x1], gt[y0:y1, x0:x1]) - psnr(average[y0:y1, x0:x1], gt[y0:y1, x0:x1])
+        rows.append(row)
     return mean_metrics(rows)

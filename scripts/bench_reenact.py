@@ -14,7 +14,9 @@ following B's (normalised as ``ns-latentavatar-reenact`` does) and compared with
 
 plus ``mean_theta``: A's mean theta over its training frames for every frame (no expression
 transfer at all), and ``ynet`` / ``direct`` from the ground-truth cameras (pose normalisation
-taken out). Metrics: PSNR, SSIM, LPIPS (VGG, Alex) on the full frame and on the face box, and an
+taken out). Metrics: PSNR, SSIM, LPIPS (VGG, Alex) on the full frame and on the face box, PSNR on
+the face box's lower half (mouth and jaw), each path's PSNR gain over ``mean_theta`` (what the
+transferred expression adds to a constant face), and an
 expression error that needs no rendering: the avatar training frame whose theta is nearest to
 the predicted one, and the mean absolute difference between its ground-truth expression
 parameters and the driver's (references: the best training frame, and the mean expression).
@@ -38,7 +40,7 @@ from PIL import Image
 
 from latentavatar_ns.data.synthetic import make_dataset
 from latentavatar_ns.demo import train
-from latentavatar_ns.evaluation import ImageMetrics, face_box, mean_metrics
+from latentavatar_ns.evaluation import ImageMetrics, face_box, mean_metrics, mouth_box, psnr
 from latentavatar_ns.reenact.avatar import load_avatar, open_splits, parser_for
 from latentavatar_ns.reenact.reenact import Reenactor
 from latentavatar_ns.reenact.train_ynet import YNetTrainConfig, load_ynet, train_ynet
@@ -70,18 +72,22 @@ class BenchReenact:
     work_dir: Optional[Path] = None
     """Keep datasets, the avatar and the Y-network here (default: a temporary folder)."""
     reuse: bool = False
-    """Reuse the datasets, avatar and Y-network already in --work-dir instead of making them again."""
+    """Reuse the datasets, avatar and Y-network already in --work-dir instead of making them again (their
+    wall times are read back from --work-dir's wall_times.json)."""
 
 
 def _score(metrics: ImageMetrics, renders: List[torch.Tensor], gts: List[torch.Tensor],
            affines: List[np.ndarray]) -> Dict[str, Dict[str, float]]:
-    full, face = [], []
+    full, face, mouth = [], [], []
     for pred, gt, affine in zip(renders, gts, affines):
         pred, gt = pred.cpu(), gt.cpu()
         full.append(metrics(pred, gt))
-        x0, y0, x1, y1 = face_box(affine, gt.shape[1], gt.shape[0])
+        box = face_box(affine, gt.shape[1], gt.shape[0])
+        x0, y0, x1, y1 = box
         face.append(metrics(pred[y0:y1, x0:x1], gt[y0:y1, x0:x1]))
-    return {"full_frame": mean_metrics(full), "face_box": mean_metrics(face)}
+        x0, y0, x1, y1 = mouth_box(box)
+        mouth.append(psnr(pred[y0:y1, x0:x1], gt[y0:y1, x0:x1]))
+    return {"full_frame": mean_metrics(full), "face_box": mean_metrics(face), "mouth": {"psnr": float(np.mean(mouth))}}
 
 
 def _expressions(parser_config, data: Path, split: str) -> np.ndarray:
@@ -95,32 +101,38 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(cfg.work_dir) if cfg.work_dir is not None else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        times: Dict[str, float] = {}
-        start = time.time()
+        # Stage wall times live beside the work they timed, so a --reuse run reports the real ones.
+        times_file = work / "wall_times.json"
+        times: Dict[str, float] = json.loads(times_file.read_text()) if cfg.reuse and times_file.exists() else {}
+
+        def stage(name: str, done: bool, run) -> None:
+            if cfg.reuse and done:
+                print(f"reusing {name.removesuffix('_s')} from {work}", flush=True)
+                return
+            start = time.time()
+            run()
+            times[name] = time.time() - start
+            times_file.write_text(json.dumps(times))
+
         data_b, data_a, data_ab = work / "B", work / "A", work / "A_driven_by_B"
-        if not (cfg.reuse and (data_ab / "synth.json").exists()):
+
+        def datasets() -> None:
             make_dataset(data_b, identity=1, num_frames=cfg.actor_frames, resolution=cfg.resolution,
                          eval_fraction=cfg.actor_eval_fraction, seed=cfg.seed, overwrite=True)
             make_dataset(data_a, identity=0, num_frames=cfg.num_frames, resolution=cfg.resolution,
                          eval_fraction=0.15, seed=cfg.seed, overwrite=True)
             make_dataset(data_ab, identity=0, drive_from=data_b, seed=cfg.seed, resolution=cfg.resolution,
                          overwrite=True)
-        times["datasets_s"] = time.time() - start
 
-        start = time.time()
+        stage("datasets_s", (data_ab / "synth.json").exists(), datasets)
         config_path = work / "runs" / "demo" / "latentavatar-tiny" / "run" / "config.yml"
-        if not (cfg.reuse and config_path.exists()):
-            config_path = train(data_a, work / "runs", cfg.avatar_iterations, cfg.device)
-        times["avatar_train_s"] = time.time() - start
-
-        start = time.time()
+        stage("avatar_train_s", config_path.exists(),
+              lambda: train(data_a, work / "runs", cfg.avatar_iterations, cfg.device))
         ynet_dir = work / "ynet"
-        if not (cfg.reuse and (ynet_dir / "checkpoints").is_dir()):
-            train_ynet(YNetTrainConfig(load_config=config_path, actor_data=data_b, output_dir=ynet_dir,
-                                       steps=cfg.ynet_steps, batch_size=cfg.ynet_batch_size,
-                                       device="cuda" if cfg.device == "cuda" else "cpu", seed=cfg.seed,
-                                       steps_per_save=max(cfg.ynet_steps // 4, 1), overwrite=True))
-        times["ynet_train_s"] = time.time() - start
+        stage("ynet_train_s", (ynet_dir / "checkpoints").is_dir(), lambda: train_ynet(YNetTrainConfig(
+            load_config=config_path, actor_data=data_b, output_dir=ynet_dir, steps=cfg.ynet_steps,
+            batch_size=cfg.ynet_batch_size, device="cuda" if cfg.device == "cuda" else "cpu", seed=cfg.seed,
+            steps_per_save=max(cfg.ynet_steps // 4, 1), overwrite=True)))
 
         start = time.time()
         avatar = load_avatar(config_path)
@@ -183,6 +195,11 @@ def main() -> None:
         "wall_time_s": {k: round(v, 1) for k, v in times.items()},
         "results": results,
         "expression_error_reference": expression_reference,
+        # Expression transfer: how much closer to the truth than one constant code (A's mean theta).
+        "gain_over_mean_theta_db": {
+            name: {region: results[name][region]["psnr"] - results["mean_theta"][region]["psnr"]
+                   for region in ("full_frame", "face_box", "mouth")}
+            for name in ("ynet", "direct")},
         "ynet_beats_direct": {
             "lpips_vgg": results["ynet"]["full_frame"]["lpips_vgg"] < results["direct"]["full_frame"]["lpips_vgg"],
             "psnr": results["ynet"]["full_frame"]["psnr"] > results["direct"]["full_frame"]["psnr"],
