@@ -1,6 +1,6 @@
 """Quality benchmark: train variants of a method on one synthetic head, score the held-out frames over time.
 
-    python scripts/bench_quality.py [--iterations 3000] [--variants default no_static_planes] [--jobs 2]
+    python scripts/bench_quality.py [--iterations 3000] [--variants static_planes default] [--jobs 2]
 
 Every variant is the real ``ns-train`` run of ``--method`` with a few options changed (``VARIANTS``),
 on the same synthetic video, with a checkpoint every ``--eval-every`` steps. Each checkpoint is scored
@@ -37,7 +37,7 @@ from latentavatar_ns.trainer import CKPT_SUFFIX
 
 VARIANTS: Dict[str, List[str]] = {
     "default": [],
-    "no_static_planes": ["--pipeline.model.static-planes", "False"],
+    "static_planes": ["--pipeline.model.static-planes", "True"],
     "lpips_alex": ["--pipeline.model.lpips-loss-weight", "0.1", "--pipeline.model.lpips-loss-net", "alex"],
 }
 
@@ -46,7 +46,7 @@ VARIANTS: Dict[str, List[str]] = {
 class BenchQuality:
     method: str = "latentavatar-tiny"
     """Method to train (the CPU budget suits latentavatar-tiny)."""
-    variants: List[str] = field(default_factory=lambda: ["default", "no_static_planes"])
+    variants: List[str] = field(default_factory=lambda: ["static_planes", "default"])
     """Which of VARIANTS to train; the last one is the reference of time-to-PSNR."""
     iterations: int = 3000
     """Training steps per variant."""

@@ -130,5 +130,5 @@ def test_paper_config_numbers():
     assert cfg.pipeline.datamanager.images_per_batch == 2
     assert all(cfg.optimizers[g]["optimizer"].lr == 1e-4 for g in ("encoder", "triplane", "superres"))
     assert (model.mask_loss_weight, model.lpips_loss_weight, model.lpips_loss_net) == (0.1, 0.1, "vgg")
-    assert not model.static_planes and tiny_config().pipeline.model.static_planes  # our improvements are options
+    assert not model.static_planes and not tiny_config().pipeline.model.static_planes  # an option (README)
     assert model.sampler == "uniform" and default_config().pipeline.model.sampler == "proposal"  # issue 3's pick
