@@ -87,13 +87,13 @@ def expression_gain(pipeline) -> Dict[str, float]:
     dataset = pipeline.datamanager.eval_dataset
     model = pipeline.model
     model.eval()
-    mean_code = model.frame_codes[: model.num_train_frames].mean(dim=0, keepdim=True)
+    mean_planes = model.triplanes(model.frame_codes[: model.num_train_frames].mean(dim=0, keepdim=True))
     rows = []
     for i in range(len(dataset)):
         item = dataset.get_data(i)
         camera = dataset.cameras[i : i + 1].to(model.device)
         own = model.get_outputs_for_camera(camera, batch=item)["rgb"]
-        average = model.render(model.triplanes(mean_code), camera)["rgb"][0].clamp(0.0, 1.0)
+        average = model.render(mean_planes, camera)["rgb"][0].clamp(0.0, 1.0)
         gt = item["image"].to(own.device)
         face = face_box(dataset.crop_affines[i], gt.shape[1], gt.shape[0])
         row = {}
