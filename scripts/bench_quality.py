@@ -76,9 +76,9 @@ def _launch(cfg: BenchQuality, data: Path, runs: Path, name: str) -> subprocess.
         *VARIANTS[name], "--steps-per-save", str(cfg.eval_every), "--keep-checkpoints", "1000", "--overwrite", "True"])
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(cfg.threads),
            "MKL_NUM_THREADS": str(cfg.threads)}
-    log = (runs / f"{name}.log").open("w")
     print(f"{name}: $ {' '.join(cmd)}", flush=True)
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    with (runs / f"{name}.log").open("w") as log:  # the child keeps its own handle
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def _train_all(cfg: BenchQuality, data: Path, runs: Path) -> Dict[str, float]:
