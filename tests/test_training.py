@@ -56,11 +56,14 @@ def test_short_training_loss_falls_and_heldout_psnr_rises(synthetic_dataset: Pat
 
 @pytest.fixture(scope="module")
 def trained_run(synthetic_dataset: Path, tmp_path_factory) -> Path:
-    """A short real ``ns-train latentavatar-tiny`` run on the CPU; returns its config.yml."""
+    """A short real ``ns-train latentavatar-tiny`` run; returns its config.yml.
+
+    No ``--machine.device-type``: without CUDA the method's default is the CPU.
+    """
     out = tmp_path_factory.mktemp("runs")
     result = run_cli(["ns-train", "latentavatar-tiny", "--data", str(synthetic_dataset), "--output-dir", str(out),
                       "--experiment-name", "t", "--timestamp", "a", "--vis", "tensorboard",
-                      "--machine.device-type", "cpu", "--max-num-iterations", "40", "--steps-per-save", "20"])
+                      "--max-num-iterations", "40", "--steps-per-save", "20"])
     assert result.returncode == 0, result.stderr[-3000:]
     config = out / "t" / "latentavatar-tiny" / "a" / "config.yml"
     assert config.exists()
