@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ from rich.progress import track
 from latentavatar_ns.data.dataparser import LatentAvatarDataParserConfig
 from latentavatar_ns.data.dataset import LatentAvatarDataset
 from latentavatar_ns.data.synthetic import make_dataset
+from latentavatar_ns.demo import train_command
 from latentavatar_ns.evaluation import ImageMetrics, mean_metrics
 
 
@@ -65,12 +65,10 @@ class BenchMultiview:
 
 
 def ns_train(cfg: BenchMultiview, data: Path, out: Path, name: str, extra: List[str]) -> Path:
-    """One real ``ns-train`` run; returns its config.yml."""
-    cmd = [str(Path(sys.executable).parent / "ns-train"), cfg.method, "--data", str(data), "--output-dir", str(out),
-           "--experiment-name", name, "--timestamp", "run", "--vis", "tensorboard",
-           "--machine.device-type", cfg.device, "--max-num-iterations", str(cfg.iterations),
-           "--steps-per-eval-batch", str(10**9), "--steps-per-eval-image", str(10**9),
-           "--steps-per-save", str(cfg.iterations), *extra]
+    """One real ``ns-train`` run (no evaluation during training, one checkpoint at the end); returns its config.yml."""
+    cmd = train_command(data, out, cfg.iterations, cfg.device, cfg.method, experiment=name,
+                        extra_args=["--steps-per-eval-batch", str(10**9), "--steps-per-eval-image", str(10**9),
+                                    "--steps-per-save", str(cfg.iterations), *extra])
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     return out / name / cfg.method / "run" / "config.yml"

@@ -151,6 +151,27 @@ def test_mapping_reproduces_the_avatar_theta(ynet_run, avatar_run: Path, synthet
     assert err_untrained > 0.5, err_untrained
 
 
+def test_init_from_avatar_starts_as_the_direct_path(avatar_run: Path, actor_dataset: Path, synthetic_dataset: Path,
+                                                    tmp_path: Path):
+    """--init-from-avatar copies the teacher's encoder and mapping: before any update the Y-network's theta is
+    the avatar's own, for its own crops and for the actor's."""
+    from latentavatar_ns.reenact.avatar import load_avatar, load_crops, open_splits, parser_for
+    from latentavatar_ns.reenact.train_ynet import YNetTrainConfig, load_ynet, train_ynet
+
+    avatar = load_avatar(avatar_run)
+    crop = avatar.spec.crop_size
+    crops = torch.cat([load_crops(open_splits(parser_for(avatar.parser_config, data), "train", crop), crop)
+                       for data in (synthetic_dataset, actor_dataset)])
+    target = avatar.theta(crops)
+    for init in (True, False):
+        out = tmp_path / f"init_{init}"
+        train_ynet(YNetTrainConfig(load_config=avatar_run, actor_data=actor_dataset, output_dir=out, steps=1,
+                                   batch_size=2, learning_rate=0.0, device="cpu", init_from_avatar=init))
+        with torch.no_grad():
+            err = relative_error(load_ynet(out)[0].theta(crops.float() / 255), target)
+        assert (err < 1e-5) if init else (err > 0.5), (init, err)
+
+
 def test_ynet_outputs_checkpoints_preview_and_logs(ynet_run, avatar_run: Path):
     from PIL import Image
 

@@ -71,6 +71,10 @@ class YNetTrainConfig:
     the same shared code (the crossed crop carries no gradient, so only the encoder learns from it)."""
     input_noise_std: float = 0.05
     """Gaussian noise on the encoder's input crops in training (as the avatar's encoder)."""
+    init_from_avatar: bool = False
+    """Start the shared encoder and the mapping as copies of the avatar's own encoder and mapping, instead of
+    from random weights (the paper). The Y-network then begins as the direct path (the actor's crops into the
+    avatar's encoder) and the two-person training only has to close the gap between the people."""
     steps_per_log: int = 25
     """Tensorboard scalars every this many steps."""
     steps_per_save: int = 1000
@@ -284,6 +288,9 @@ def train_ynet(cfg: YNetTrainConfig) -> YNetTrainResult:
     theta_var = avatar_theta.var(dim=0).mean().clamp_min(1e-12) if len(avatar_theta) > 1 else torch.ones(())
 
     ynet = YNetwork(spec).to(device)
+    if cfg.init_from_avatar and resume_from is None:
+        ynet.encoder.load_state_dict(avatar.encoder.state_dict())
+        ynet.mapping.load_state_dict(avatar.mapping.state_dict())
     optimizer = torch.optim.Adam(ynet.parameters(), lr=cfg.learning_rate)
     start = 0
     if resume_from is not None:
