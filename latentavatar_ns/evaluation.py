@@ -22,9 +22,15 @@ def face_box(affine: np.ndarray, width: int, height: int) -> Tuple[int, int, int
     return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
 
 
+def psnr_db(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of images in [0, 1], the prediction clamped to that range; one definition for the
+    training metrics, the held-out evaluation and the benchmarks."""
+    return -10.0 * torch.log10(F.mse_loss(pred.float().clamp(0, 1), gt.float()).clamp_min(1e-10))
+
+
 def psnr(pred: torch.Tensor, gt: torch.Tensor) -> float:
-    """PSNR in dB of images in [0, 1]."""
-    return float(-10.0 * torch.log10(F.mse_loss(pred.float(), gt.float()).clamp_min(1e-10)))
+    """:func:`psnr_db` as a number."""
+    return float(psnr_db(pred, gt))
 
 
 def mouth_box(box: Tuple[int, int, int, int]) -> Tuple[int, int, int, int]:

@@ -39,6 +39,8 @@ VARIANTS: Dict[str, List[str]] = {
     "default": [],
     "static_planes": ["--pipeline.model.static-planes", "True"],
     "lpips_alex": ["--pipeline.model.lpips-loss-weight", "0.1", "--pipeline.model.lpips-loss-net", "alex"],
+    # Half the low-res side (a quarter of the rays) for latentavatar-tiny's 32^2 grid, as 64 of 128 at 512^2.
+    "patch": ["--pipeline.model.train-patch-size", "16"],
 }
 
 

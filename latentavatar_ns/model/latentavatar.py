@@ -16,6 +16,7 @@ from nerfstudio.utils import colormaps
 from torch import Tensor, nn
 from torchmetrics.functional import structural_similarity_index_measure
 
+from latentavatar_ns.evaluation import psnr_db
 from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
 from latentavatar_ns.model.field import TriplaneField
 from latentavatar_ns.model.generator import TriplaneGenerator
@@ -371,7 +372,7 @@ class LatentAvatarModel(Model):
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         image, _, _ = self._targets(outputs, batch)
-        metrics = {"psnr": _psnr(outputs["rgb"].detach(), image), "field_evals_per_ray": outputs["field_evals_per_ray"]}
+        metrics = {"psnr": psnr_db(outputs["rgb"].detach(), image), "field_evals_per_ray": outputs["field_evals_per_ray"]}
         if isinstance(self.renderer.sampler, OccupancyGrid):
             metrics["occupied_fraction"] = torch.tensor(self.renderer.sampler.occupied_fraction)
         return metrics
@@ -396,7 +397,7 @@ class LatentAvatarModel(Model):
         image = _as_float_image(batch["image"].to(rgb.device))
         pred, gt = rgb.permute(2, 0, 1)[None], image.permute(2, 0, 1)[None]
         metrics = {
-            "psnr": float(_psnr(rgb, image)),
+            "psnr": float(psnr_db(rgb, image)),
             "ssim": float(structural_similarity_index_measure(pred, gt, data_range=1.0)),
         }
         if self.config.eval_lpips and self.lpips is not None:
@@ -452,7 +453,3 @@ def _cropped(cameras: Cameras, top: int, left: int, size: int) -> Cameras:
 
 def _as_float_image(image: Tensor) -> Tensor:
     return image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-
-
-def _psnr(pred: Tensor, target: Tensor) -> Tensor:
-    return -10.0 * torch.log10(F.mse_loss(pred.clamp(0, 1), target).clamp_min(1e-10))
