@@ -209,7 +209,7 @@ def main() -> None:
             name: {region: results[name][region]["psnr"] - results["mean_theta"][region]["psnr"]
                    for region in ("full_frame", "face_box", "mouth")}
             for name in (*YNETS, "direct")},
-        # The bar: the Y-network path beats B's crops straight into A's encoder on LPIPS and PSNR.
+        # The bar this benchmark sets: the Y-network path beats B's crops straight into A's encoder on LPIPS and PSNR.
         "beats_direct": {
             name: {region: {"lpips_vgg": results[name][region]["lpips_vgg"] < results["direct"][region]["lpips_vgg"],
                             "psnr": results[name][region]["psnr"] > results["direct"][region]["psnr"]}

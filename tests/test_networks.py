@@ -131,4 +131,4 @@ def test_paper_config_numbers():
     assert all(cfg.optimizers[g]["optimizer"].lr == 1e-4 for g in ("encoder", "triplane", "superres"))
     assert (model.mask_loss_weight, model.lpips_loss_weight, model.lpips_loss_net) == (0.1, 0.1, "vgg")
     assert not model.static_planes and not tiny_config().pipeline.model.static_planes  # an option (README)
-    assert model.sampler == "uniform" and default_config().pipeline.model.sampler == "proposal"  # issue 3's pick
+    assert model.sampler == "uniform" and default_config().pipeline.model.sampler == "proposal"  # bench/sampling.json

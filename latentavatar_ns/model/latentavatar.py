@@ -14,9 +14,8 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 from torch import Tensor, nn
-from torchmetrics.functional import structural_similarity_index_measure
 
-from latentavatar_ns.evaluation import psnr_db
+from latentavatar_ns.evaluation import ImageMetrics, psnr_db
 from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
 from latentavatar_ns.model.field import TriplaneField
 from latentavatar_ns.model.generator import TriplaneGenerator
@@ -396,10 +395,7 @@ class LatentAvatarModel(Model):
         rgb = outputs["rgb"]
         image = _as_float_image(batch["image"].to(rgb.device))
         pred, gt = rgb.permute(2, 0, 1)[None], image.permute(2, 0, 1)[None]
-        metrics = {
-            "psnr": float(psnr_db(rgb, image)),
-            "ssim": float(structural_similarity_index_measure(pred, gt, data_range=1.0)),
-        }
+        metrics = ImageMetrics(lpips_nets=())(rgb, image)  # PSNR and SSIM as every benchmark computes them
         if self.config.eval_lpips and self.lpips is not None:
             metrics["lpips"] = float(self.lpips(pred, gt).mean())
         images = {
