@@ -8,7 +8,12 @@ given output resolution, run in its own process (so peak memory is its own), on 
 frames. Writes ``bench/speed.json``: seconds per training step at batch 2; rendered frames per
 second with a fixed expression (tri-plane cached) and with a new expression every frame
 (generator included); peak memory; each also as a ratio to ``paper`` measured in the same run.
-On CUDA also the floor of one rendered frame: its FLOPs over the measured matmul rate.
+
+Also the floor of one rendered frame on this device: the larger of its FLOPs over the measured
+matmul rate and the bytes it must move over the measured copy rate, and how many times slower
+each render is than its floor. The bytes are what no implementation can avoid: the weights the
+frame runs, the tri-plane read (and, for a new expression, written), and the image written;
+intermediate activations are left out, as a fused kernel could keep them on chip.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ VARIANTS: Dict[str, Dict] = {
     "proposal": {"sampler": "proposal"},
     "patch": {"train_patch_size": "half"},
     "bf16_render": {"inference_dtype": "bfloat16"},
+    "compiled": {"compile_networks": True},
     "all": {"sampler": "proposal", "train_patch_size": "half", "inference_dtype": "bfloat16"},
 }
 
@@ -76,13 +82,35 @@ def _median_time(fn, count: int, device: str) -> float:
     return float(np.median(times))
 
 
+def _best_time(fn, count: int, device: str) -> float:
+    """Fastest of ``count`` runs after one warm-up: a device's rate is its best, not its typical."""
+    fn()
+    return min(_median_time(fn, 1, device) for _ in range(count))
+
+
 def _matmul_rate(device: str, dtype: torch.dtype) -> float:
-    """Measured dense matmul FLOP/s of this device (the floor's denominator)."""
-    n = 4096 if device == "cuda" else 1024
+    """Measured dense matmul FLOP/s of this device (the floor's compute denominator)."""
+    n = 8192 if device == "cuda" else 2048
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    seconds = _median_time(lambda: a @ b, 10, device)
-    return 2 * n**3 / seconds
+    return 2 * n**3 / _best_time(lambda: a @ b, 10, device)
+
+
+def _copy_rate(device: str) -> float:
+    """Measured bytes/s of a large on-device copy, counting bytes read and written (the floor's memory denominator)."""
+    n = (1 << 28) if device == "cuda" else (1 << 25)  # 1 GiB on a GPU, 128 MiB on a CPU: far beyond any cache
+    src = torch.empty(n // 4, device=device, dtype=torch.float32).fill_(1.0)
+    dst = torch.empty_like(src)
+    return 2 * n / _best_time(lambda: dst.copy_(src), 10, device)
+
+
+def _frame_bytes(model, planes_bytes: int, image_bytes: int, new_expression: bool) -> int:
+    """Bytes one frame cannot avoid moving: weights it runs, the tri-plane, the image (see the module docstring)."""
+    render_modules = [model.field, model.renderer, model.superres]
+    expression_modules = [model.encoder, model.mapping, model.generator] if new_expression else []
+    weights = sum(t.numel() * t.element_size() for m in render_modules + expression_modules
+                  for t in list(m.parameters()) + list(m.buffers()))
+    return weights + planes_bytes * (2 if new_expression else 1) + image_bytes
 
 
 def measure(cfg: BenchSpeed) -> Dict:
@@ -127,15 +155,26 @@ def measure(cfg: BenchSpeed) -> Dict:
             order = iter(range(10**9))
 
             def new_expression():
+                # Frames a short run never trained on share one stored code: drop the cache so that
+                # every frame really runs the generator, whatever the codes.
+                model.clear_plane_cache()
                 i = next(order) % n
                 model.get_outputs_for_camera(cameras[i:i + 1])
 
             new_expression()
             changing_s = _median_time(new_expression, cfg.frames, cfg.device)
+            model.get_outputs_for_camera(fixed)  # caches its tri-plane
+            with FlopCounterMode(display=False) as counter:
+                model.get_outputs_for_camera(fixed)
+            fixed_flops = counter.get_total_flops()
             with FlopCounterMode(display=False) as counter:
                 model.clear_plane_cache()
-                model.get_outputs_for_camera(cameras[1:2])
+                out = model.get_outputs_for_camera(cameras[1:2])
             flops = counter.get_total_flops()
+            plane_numel = model.triplanes(model.stored_code(cameras[1:2])).numel()
+        # Renders keep the tri-plane in the inference precision; the image is written in float32.
+        planes_bytes = plane_numel * (4 if model.config.inference_dtype == "float32" else 2)
+        image_bytes = out["rgb"].numel() * 4
         render_peak = (torch.cuda.max_memory_allocated() / 2**20 if cfg.device == "cuda"
                        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     result = {
@@ -143,17 +182,23 @@ def measure(cfg: BenchSpeed) -> Dict:
         "render_fixed_expression_fps": 1.0 / fixed_s,
         "render_new_expression_fps": 1.0 / changing_s,
         "frame_gflop": flops / 1e9,
+        "fixed_frame_gflop": fixed_flops / 1e9,
         "peak_memory_mib": round(max(train_peak, render_peak), 1),
         "memory_kind": ("cuda max allocated" if cfg.device == "cuda"
                         else f"process peak RSS (baseline {rss_before:.0f})"),
         "field_evals_per_ray": float(model.get_outputs(cameras[0:1])["field_evals_per_ray"]),
     }
-    if cfg.device == "cuda":
-        dtype = torch.bfloat16 if VARIANTS[cfg.variant].get("inference_dtype") == "bfloat16" else torch.float32
-        rate = _matmul_rate(cfg.device, dtype)
-        result["matmul_tflops"] = rate / 1e12
-        result["frame_floor_s"] = flops / rate
-        result["new_expression_vs_floor"] = changing_s / (flops / rate)
+    dtype = torch.bfloat16 if VARIANTS[cfg.variant].get("inference_dtype") == "bfloat16" else torch.float32
+    rate, copy = _matmul_rate(cfg.device, dtype), _copy_rate(cfg.device)
+    result["matmul_tflops"] = rate / 1e12
+    result["copy_gb_per_s"] = copy / 1e9
+    for name, frame_flops, seconds, new in (("fixed_expression", fixed_flops, fixed_s, False),
+                                            ("new_expression", flops, changing_s, True)):
+        frame_bytes = _frame_bytes(model, planes_bytes, image_bytes, new)
+        floor = max(frame_flops / rate, frame_bytes / copy)
+        result[f"{name}_floor"] = {"mbytes": frame_bytes / 1e6, "floor_s": floor,
+                                   "bound": "compute" if frame_flops / rate >= frame_bytes / copy else "memory",
+                                   "measured_over_floor": seconds / floor}
     return result
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -196,3 +198,39 @@ def test_patch_wise_training_renders_a_window_of_the_frame(synthetic_dataset: Pa
         window = model.render(planes, full_cams, (top, left, size))
     assert torch.allclose(window["rgb_low"], whole["rgb_low"][:, top:top + size, left:left + size], atol=1e-5)
     assert "window" not in whole and whole["rgb"].shape == (1, 64, 64, 3)
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_networks_match_eager_and_share_checkpoints(synthetic_dataset: Path, tmp_path: Path):
+    def setup(compiled: bool):
+        torch.manual_seed(0)
+        config = tiny_config()
+        config.pipeline.datamanager.data = synthetic_dataset
+        config.pipeline.model.compile_networks = compiled
+        config.pipeline.model.density_noise_std = 0.0
+        config.pipeline.model.encoder_noise_std = 0.0
+        config.output_dir, config.vis, config.machine.device_type = tmp_path / str(compiled), "tensorboard", "cpu"
+        config.set_timestamp()
+        trainer = config.setup()
+        trainer.setup()
+        return trainer.pipeline
+
+    eager, compiled = setup(False), setup(True)
+    assert compiled.model.superres._compiled_call_impl is not None  # the option really compiles
+    assert eager.model.superres._compiled_call_impl is None
+    assert compiled.model.state_dict().keys() == eager.model.state_dict().keys()
+    compiled.model.load_state_dict(eager.model.state_dict())
+    cameras, batch = eager.datamanager.next_train(0)
+    grads = []
+    for pipeline in (eager, compiled):
+        pipeline.model.train()
+        torch.manual_seed(1)
+        outputs = pipeline.model.get_outputs(cameras, batch)
+        sum(pipeline.model.get_loss_dict(outputs, batch).values()).backward()
+        grads.append((outputs["rgb"].detach(), next(pipeline.model.superres.parameters()).grad.clone()))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
+    assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-3, atol=1e-6)
+    view = eager.datamanager.train_dataset.cameras[0:1]
+    eager.model.eval(), compiled.model.eval()
+    renders = [p.model.get_outputs_for_camera(view)["rgb"] for p in (eager, compiled)]
+    assert torch.allclose(renders[0], renders[1], atol=1e-5)

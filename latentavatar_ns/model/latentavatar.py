@@ -86,6 +86,10 @@ class LatentAvatarModelConfig(ModelConfig):
     """Precision of renders outside training (viewer, ns-render, reenactment): reduced precision runs the
     generator, field and SR head under autocast (float16 is CUDA only); training keeps float32 (or nerfstudio's
     --mixed-precision)."""
+    compile_networks: bool = False
+    """torch.compile the super-resolution head and the field's MLPs (kernels fused by Inductor; a C++ compiler
+    is needed on the CPU). The first steps and frames at each new size pay the compile time; weights and
+    checkpoints are the same as without it."""
     train_patch_size: Optional[int] = None
     """Patch-wise training: render only a random window of this many low-res pixels per side each step
     (the SR head and every loss see the matching patch); None renders whole frames, as the paper. Renders
@@ -137,6 +141,10 @@ class LatentAvatarModel(Model):
             (load_lpips(cfg.lpips_loss_net),) if cfg.lpips_loss_weight > 0 else (None,))
         self._plane_cache: Optional[Tuple[Tensor, Tensor]] = None
         self._expression_panel: Tuple[Optional[nn.Module]] = (None,)
+        if cfg.compile_networks:
+            # In place (Module.compile): parameter names, and so checkpoints, stay those of the eager modules.
+            for module in (self.superres, self.field.density_mlp, self.field.feature_mlp):
+                module.compile()
 
     @property
     def lpips(self) -> Optional[nn.Module]:
