@@ -11,35 +11,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from trainers import tiny_trainer
 
-from latentavatar_ns.configs import tiny_config
 from latentavatar_ns.model.sampling import tcnn_available
 
 DEVICE = os.environ.get("LATENTAVATAR_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="needs CUDA")
 
 
-def _trainer(data: Path, out: Path, device: str, mixed_precision: bool = False, **model_options):
-    torch.manual_seed(0)
-    config = tiny_config()
-    config.mixed_precision = mixed_precision
-    config.pipeline.datamanager.data = data
-    for key, value in {"density_noise_std": 0.0, "encoder_noise_std": 0.0, **model_options}.items():
-        setattr(config.pipeline.model, key, value)
-    config.output_dir, config.vis, config.machine.device_type = out / device, "tensorboard", device
-    config.max_num_iterations = 10**6
-    config.set_timestamp()
-    trainer = config.setup()
-    trainer.setup()
-    return trainer
-
-
 @pytest.mark.parametrize("sampler", ["uniform", "proposal", "occupancy"])
 def test_render_matches_cpu(synthetic_dataset: Path, tmp_path: Path, sampler: str):
     if sampler == "proposal" and DEVICE == "cuda" and tcnn_available():
         pytest.skip("tiny-cuda-nn's hash grid keeps its weights in another layout than the torch one")
-    cpu = _trainer(synthetic_dataset, tmp_path, "cpu", sampler=sampler).pipeline
-    dev = _trainer(synthetic_dataset, tmp_path / "dev", DEVICE, sampler=sampler).pipeline
+    cpu = tiny_trainer(synthetic_dataset, tmp_path / "cpu", "cpu", sampler=sampler).pipeline
+    dev = tiny_trainer(synthetic_dataset, tmp_path / "dev", DEVICE, sampler=sampler).pipeline
     dev.model.load_state_dict(cpu.model.state_dict())
     renders = []
     for pipeline in (cpu, dev):
@@ -56,7 +41,7 @@ def test_render_matches_cpu(synthetic_dataset: Path, tmp_path: Path, sampler: st
 def test_training_loss_falls(synthetic_dataset: Path, tmp_path: Path, mixed_precision: bool):
     if mixed_precision and DEVICE != "cuda":
         pytest.skip("fp16 mixed precision is a CUDA path")
-    trainer = _trainer(synthetic_dataset, tmp_path, DEVICE, mixed_precision=mixed_precision)
+    trainer = tiny_trainer(synthetic_dataset, tmp_path, DEVICE, mixed_precision=mixed_precision)
     losses = []
     for step in range(150):
         loss, _, _ = trainer.train_iteration(step)

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from clitools import run_cli
+from trainers import tiny_trainer
 
 from latentavatar_ns.configs import tiny_config
 
@@ -164,16 +165,7 @@ def test_patch_wise_training_renders_a_window_of_the_frame(synthetic_dataset: Pa
     from latentavatar_ns.model.latentavatar import _cropped, _resized
     from latentavatar_ns.model.rendering import camera_rays
 
-    torch.manual_seed(0)
-    config = tiny_config()
-    config.pipeline.datamanager.data = synthetic_dataset
-    config.pipeline.model.train_patch_size = 8
-    config.pipeline.model.density_noise_std = 0.0
-    config.pipeline.model.encoder_noise_std = 0.0
-    config.output_dir, config.vis, config.machine.device_type = tmp_path, "tensorboard", "cpu"
-    config.set_timestamp()
-    trainer = config.setup()
-    trainer.setup()
+    trainer = tiny_trainer(synthetic_dataset, tmp_path, train_patch_size=8)
     model = trainer.pipeline.model
     cameras, batch = trainer.pipeline.datamanager.next_train(0)
     model.train()
@@ -202,20 +194,8 @@ def test_patch_wise_training_renders_a_window_of_the_frame(synthetic_dataset: Pa
 
 @pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile on the CPU needs a C++ compiler")
 def test_compiled_networks_match_eager_and_share_checkpoints(synthetic_dataset: Path, tmp_path: Path):
-    def setup(compiled: bool):
-        torch.manual_seed(0)
-        config = tiny_config()
-        config.pipeline.datamanager.data = synthetic_dataset
-        config.pipeline.model.compile_networks = compiled
-        config.pipeline.model.density_noise_std = 0.0
-        config.pipeline.model.encoder_noise_std = 0.0
-        config.output_dir, config.vis, config.machine.device_type = tmp_path / str(compiled), "tensorboard", "cpu"
-        config.set_timestamp()
-        trainer = config.setup()
-        trainer.setup()
-        return trainer.pipeline
-
-    eager, compiled = setup(False), setup(True)
+    eager, compiled = (tiny_trainer(synthetic_dataset, tmp_path / str(c), compile_networks=c).pipeline
+                       for c in (False, True))
     assert compiled.model.superres._compiled_call_impl is not None  # the option really compiles
     assert eager.model.superres._compiled_call_impl is None
     assert compiled.model.state_dict().keys() == eager.model.state_dict().keys()
@@ -231,6 +211,7 @@ def test_compiled_networks_match_eager_and_share_checkpoints(synthetic_dataset: 
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
     assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-3, atol=1e-6)
     view = eager.datamanager.train_dataset.cameras[0:1]
-    eager.model.eval(), compiled.model.eval()
+    eager.model.eval()
+    compiled.model.eval()
     renders = [p.model.get_outputs_for_camera(view)["rgb"] for p in (eager, compiled)]
     assert torch.allclose(renders[0], renders[1], atol=1e-5)
