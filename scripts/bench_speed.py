@@ -171,9 +171,10 @@ def measure(cfg: BenchSpeed) -> Dict:
                 model.clear_plane_cache()
                 out = model.get_outputs_for_camera(cameras[1:2])
             flops = counter.get_total_flops()
-            plane_numel = model.triplanes(model.stored_code(cameras[1:2])).numel()
         # Renders keep the tri-plane in the inference precision; the image is written in float32.
-        planes_bytes = plane_numel * (4 if model.config.inference_dtype == "float32" else 2)
+        generator = model.generator
+        planes_bytes = 3 * generator.plane_channels * generator.resolution**2 * (
+            4 if model.config.inference_dtype == "float32" else 2)
         image_bytes = out["rgb"].numel() * 4
         render_peak = (torch.cuda.max_memory_allocated() / 2**20 if cfg.device == "cuda"
                        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
