@@ -91,10 +91,17 @@ def test_field_shapes_and_box():
     xyz[:, 0] = 1.5  # outside the box
     density, h = field.density(planes, xyz)
     assert density.shape == (2, 10, 1) and (density[:, 0] == 0).all() and (density >= 0).all()
-    feats = field.features(h, torch.nn.functional.normalize(torch.randn(2, 10, 3), dim=-1))
+    directions = torch.nn.functional.normalize(torch.randn(2, 10, 3), dim=-1)
+    feats = field.features(h, field.direction_code(directions))
     assert feats.shape == (2, 10, 32)
     assert ((feats[..., :3] >= 0) & (feats[..., :3] <= 1)).all()
     assert field.direction_encoding.get_out_dim() == 27
+    # The split first layer is the plain MLP over [plane feature, encoded direction], the checkpoint's layout.
+    plain = torch.nn.Sequential(*field.feature_mlp)(torch.cat([h, field.direction_encoding(directions)], dim=-1))
+    torch.testing.assert_close(feats, torch.cat([torch.sigmoid(plain[..., :3]), plain[..., 3:]], dim=-1))
+    # One direction code per ray broadcasts over the ray's samples.
+    per_ray = field.features(h, field.direction_code(directions[:, :1]))
+    torch.testing.assert_close(per_ray, field.features(h, field.direction_code(directions[:, :1].expand(-1, 10, -1))))
 
 
 def test_superres_scales_by_four():

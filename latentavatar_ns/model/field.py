@@ -26,6 +26,29 @@ def sample_triplane(planes: Float[Tensor, "B 3 C R R"], xyz: Float[Tensor, "B N 
     return out.transpose(1, 2)
 
 
+class FeatureMLP(nn.Sequential):
+    """``Linear([plane feature, encoded view direction]) -> LeakyReLU -> Linear``, first layer applied in two parts.
+
+    A ray's samples share one view direction, so the direction's part of the first layer (its last
+    columns, plus the bias) is a per-ray ``direction_code`` that the renderer computes once per ray
+    and adds to every sample's plane part: no per-sample encoding or concatenation. The parameters
+    are those of the plain ``nn.Sequential`` (same names, same checkpoints).
+    """
+
+    def __init__(self, plane_channels: int, direction_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__(nn.Linear(plane_channels + direction_dim, hidden_dim), nn.LeakyReLU(0.2, inplace=True),
+                         nn.Linear(hidden_dim, out_dim))
+        self.plane_channels = plane_channels
+
+    def direction_code(self, encoded: Float[Tensor, "*batch D"]) -> Float[Tensor, "*batch H"]:
+        first = self[0]
+        return F.linear(encoded, first.weight[:, self.plane_channels :], first.bias)
+
+    def forward(self, h: Float[Tensor, "*batch C"], direction_code: Float[Tensor, "*batch H"]) -> Float[Tensor, "*batch F"]:
+        x = F.linear(h, self[0].weight[:, : self.plane_channels]) + direction_code
+        return self[2](self[1](x))
+
+
 class TriplaneField(nn.Module):
     """Density from the plane feature alone; colour/features also see the view direction.
 
@@ -38,12 +61,10 @@ class TriplaneField(nn.Module):
         super().__init__()
         self.direction_encoding = NeRFEncoding(3, num_frequencies=direction_frequencies, min_freq_exp=0.0,
                                                max_freq_exp=direction_frequencies - 1, include_input=True)
-        self.density_mlp = nn.Sequential(nn.Linear(plane_channels, hidden_dim), nn.LeakyReLU(0.2), nn.Linear(hidden_dim, 1))
-        self.feature_mlp = nn.Sequential(
-            nn.Linear(plane_channels + self.direction_encoding.get_out_dim(), hidden_dim),
-            nn.LeakyReLU(0.2),
-            nn.Linear(hidden_dim, feature_dim),
-        )
+        # In-place activations: at a 512^2 render each hidden layer is ~1M samples x 128 floats.
+        self.density_mlp = nn.Sequential(nn.Linear(plane_channels, hidden_dim), nn.LeakyReLU(0.2, inplace=True),
+                                         nn.Linear(hidden_dim, 1))
+        self.feature_mlp = FeatureMLP(plane_channels, self.direction_encoding.get_out_dim(), hidden_dim, feature_dim)
         self.feature_dim = feature_dim
 
     def density(self, planes: Tensor, xyz: Float[Tensor, "B N 3"], noise_std: float = 0.0) -> Tuple[Tensor, Tensor]:
@@ -55,6 +76,11 @@ class TriplaneField(nn.Module):
         inside = (xyz.abs() <= 1.0).all(dim=-1, keepdim=True)
         return trunc_exp(raw) * inside, h
 
-    def features(self, h: Tensor, directions: Float[Tensor, "B N 3"]) -> Float[Tensor, "B N F"]:
-        out = self.feature_mlp(torch.cat([h, self.direction_encoding(directions)], dim=-1))
+    def direction_code(self, directions: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch H"]:
+        """The view direction's share of the feature MLP: compute it once per ray, not per sample."""
+        return self.feature_mlp.direction_code(self.direction_encoding(directions))
+
+    def features(self, h: Float[Tensor, "*batch C"], direction_code: Float[Tensor, "*batch H"]) -> Float[Tensor, "*batch F"]:
+        """Features of samples with plane feature ``h``; ``direction_code`` broadcasts against them (one per ray)."""
+        out = self.feature_mlp(h, direction_code)
         return torch.cat([torch.sigmoid(out[..., :3]), out[..., 3:]], dim=-1)

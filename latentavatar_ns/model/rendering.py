@@ -56,7 +56,8 @@ class VolumeRenderer(nn.Module):
         n, s = rs.shape
         per_image = n // b
         xyz = self.normalise(rs.frustums.get_positions()).reshape(b, per_image, s, 3)
-        dirs = rs.frustums.directions.reshape(b, per_image, s, 3)
+        # A ray's samples share its direction: the field's direction term is computed once per ray.
+        codes = field.direction_code(rs.frustums.directions[:, 0].reshape(b, per_image, 3))
         mask = (samples.evaluate if samples.evaluate is not None else torch.ones(n, s, dtype=torch.bool,
                                                                                   device=xyz.device)).reshape(b, per_image, s)
         chunk = samples.chunk or s
@@ -78,16 +79,16 @@ class VolumeRenderer(nn.Module):
                 sel = chunk_mask[i]
                 if chunk == s and samples.evaluate is None:  # dense: no gather/scatter
                     dens, hidden = field.density(planes[i : i + 1], xyz[i : i + 1, :, sl].reshape(1, -1, 3), density_noise)
-                    feat = field.features(hidden, dirs[i : i + 1, :, sl].reshape(1, -1, 3))
+                    feat = field.features(hidden.reshape(per_image, -1, hidden.shape[-1]), codes[i][:, None])
                     d_chunk[i] = dens.reshape(per_image, -1, 1)
                     f_chunk[i] = feat.reshape(per_image, -1, field.feature_dim)
                     continue
                 if not bool(sel.any()):
                     continue
                 dens, hidden = field.density(planes[i : i + 1], xyz[i, :, sl][sel][None], density_noise)
-                feat = field.features(hidden, dirs[i, :, sl][sel][None])
+                feat = field.features(hidden[0], codes[i][:, None].expand(-1, sel.shape[1], -1)[sel])
                 d_chunk[i][sel] = dens[0]
-                f_chunk[i][sel] = feat[0]
+                f_chunk[i][sel] = feat
             evaluated = evaluated + chunk_mask.sum()
             densities.append(d_chunk)
             features.append(f_chunk)
