@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -17,12 +17,12 @@ PLANE_AXES = ((1, 2), (0, 2), (0, 1))
 
 def sample_triplane(planes: Float[Tensor, "B 3 C R R"], xyz: Float[Tensor, "B N 3"]) -> Float[Tensor, "B N C"]:
     """Sum of the three planes' bilinear samples at points normalised to [-1, 1]^3."""
-    b, _, c, r, _ = planes.shape
-    out = 0.0
+    out: Optional[Tensor] = None
     for p, (u, v) in enumerate(PLANE_AXES):
         grid = torch.stack([xyz[..., u], xyz[..., v]], dim=-1)[:, :, None, :]  # (B, N, 1, 2)
-        sampled = F.grid_sample(planes[:, p], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        out = out + sampled[..., 0]  # (B, C, N)
+        sampled = F.grid_sample(planes[:, p], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[..., 0]
+        # In place: grid_sample's backward needs neither output, and each is (B, C, N) floats.
+        out = sampled if out is None else out.add_(sampled)  # (B, C, N)
     return out.transpose(1, 2)
 
 
@@ -45,7 +45,7 @@ class FeatureMLP(nn.Sequential):
         return F.linear(encoded, first.weight[:, self.plane_channels :], first.bias)
 
     def forward(self, h: Float[Tensor, "*batch C"], direction_code: Float[Tensor, "*batch H"]) -> Float[Tensor, "*batch F"]:
-        x = F.linear(h, self[0].weight[:, : self.plane_channels]) + direction_code
+        x = F.linear(h, self[0].weight[:, : self.plane_channels]).add_(direction_code)
         return self[2](self[1](x))
 
 
