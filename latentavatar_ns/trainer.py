@@ -25,6 +25,7 @@ from latentavatar_ns.checkpoints import (
     prune,
     write_atomic,
 )
+from latentavatar_ns.cpu_memory import keep_freed_memory
 from latentavatar_ns.data.format import DatasetError
 
 CKPT_SUFFIX = ".ckpt"
@@ -45,6 +46,11 @@ class LatentAvatarTrainerConfig(TrainerConfig):
     needed); the continued run is written to a new timestamped folder."""
     overwrite: bool = False
     """Allow training into a run folder that already holds checkpoints (an explicit, reused --timestamp)."""
+    cpu_heap_threshold_mib: int = 256
+    """On the CPU, serve allocations below this many MiB from glibc's heap and keep as much freed memory for
+    reuse, instead of mapping and unmapping each large tensor every step (see ``cpu_memory.py``): at the paper's
+    size a CPU training step is about 1.25x faster and a render 1.5x, for about a third more peak memory.
+    0 leaves glibc's defaults. Process-wide; Linux with glibc only."""
 
     def find_resume_dir(self) -> Path:
         """The checkpoint folder of this experiment's run with the newest checkpoint."""
@@ -88,6 +94,8 @@ class LatentAvatarTrainer(Trainer):
         self.last_good_step: Optional[int] = None
 
     def setup(self, test_mode="val") -> None:
+        if self.config.machine.device_type == "cpu":
+            keep_freed_memory(self.config.cpu_heap_threshold_mib)
         try:
             super().setup(test_mode)
         except (DatasetError, TrainingError):  # bad data, or no checkpoint to load
