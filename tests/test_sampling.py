@@ -57,6 +57,34 @@ def test_sampler_shapes_and_weights(name: str):
         out["sampler_loss"].backward()
 
 
+def test_baked_proposal_density_follows_the_network_and_its_weights():
+    sampler = ProposalSampler(AABB, num_proposal_samples=24, num_nerf_samples=8, hash_max_res=32, bake_resolution=16)
+    network = sampler.density_field.density_fn
+    baked = sampler.baked_density()
+    assert sampler.baked_density() is baked  # filled once while the weights stay put
+    # At texel centres the baked grid reads back exactly the network's density.
+    idx = torch.randint(0, 16, (200, 3))
+    points = AABB[0] + (idx + 0.5) / 16 * (AABB[1] - AABB[0])
+    with torch.no_grad():
+        expected = network(points)
+        torch.testing.assert_close(sampler._baked_density_fn(points), expected, rtol=1e-4, atol=1e-6)
+        assert (sampler._baked_density_fn(AABB[1] + 0.1) == 0).all()  # nothing outside the box
+        # A weight update (an optimiser step, a loaded checkpoint) invalidates the bake.
+        for param in sampler.density_field.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+        assert sampler.baked_density() is not baked
+        torch.testing.assert_close(sampler._baked_density_fn(points), network(points), rtol=1e-4, atol=1e-6)
+    # Renders use the bake, training never does (its samples must follow the network the loss trains).
+    calls = []
+    sampler._baked_density_fn = lambda positions, times=None: calls.append(1) or network(positions)
+    rays = VolumeRenderer(SceneBox(aabb=AABB), sampler).collider(
+        _cameras(1).generate_rays(camera_indices=0).flatten())
+    sampler.train()(rays)
+    assert not calls
+    sampler.eval()(rays)
+    assert calls
+
+
 def test_occupancy_grid_never_culls_density_of_any_code():
     field, planes = _blobby_field(1)
     grid = OccupancyGrid(AABB, resolution=16, num_candidates=64)

@@ -64,6 +64,10 @@ class LatentAvatarModelConfig(ModelConfig):
     """proposal: weight of the interlevel loss that trains the proposal network."""
     proposal_hash_max_res: int = 128
     """proposal: finest resolution of the proposal network's hash grid."""
+    proposal_bake_resolution: int = 64
+    """proposal: outside training, read the (expression-independent) proposal density from a grid of this many
+    texels per side, filled from the network once per change of its weights, instead of querying the hash grid
+    for every sample of every frame. 0 queries the network."""
     occupancy_resolution: int = 64
     """occupancy: cells per side of the grid over the canonical box."""
     occupancy_candidates: int = 128
@@ -418,7 +422,8 @@ def make_sampler(cfg: LatentAvatarModelConfig, aabb: Tensor) -> nn.Module:
     if cfg.sampler == "uniform":
         return UniformBoxSampler(cfg.num_samples)
     if cfg.sampler == "proposal":
-        return ProposalSampler(aabb, cfg.num_proposal_samples, cfg.num_nerf_samples, hash_max_res=cfg.proposal_hash_max_res)
+        return ProposalSampler(aabb, cfg.num_proposal_samples, cfg.num_nerf_samples, hash_max_res=cfg.proposal_hash_max_res,
+                               bake_resolution=cfg.proposal_bake_resolution)
     if cfg.sampler == "occupancy":
         return OccupancyGrid(aabb, cfg.occupancy_resolution, cfg.occupancy_candidates, cfg.occupancy_threshold)
     raise ValueError(f"unknown sampler {cfg.sampler!r}: choose uniform, proposal or occupancy")

@@ -16,7 +16,7 @@ must evaluate; the renderer fills the rest with zero density.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -65,10 +65,17 @@ class UniformBoxSampler(nn.Module):
 
 
 class ProposalSampler(nn.Module):
-    """One hash-grid proposal network (tiny-cuda-nn when installed, pure torch otherwise)."""
+    """One hash-grid proposal network (tiny-cuda-nn when installed, pure torch otherwise).
+
+    The proposal density does not depend on the expression, so outside training it is read from a
+    ``bake_resolution``^3 grid of its values (trilinear), filled on the first render after the
+    network's weights change: every frame then costs one 3-D texture read per proposal sample
+    instead of a hash-grid lookup per level and corner and an MLP. 0 keeps querying the network.
+    """
 
     def __init__(self, aabb: Tensor, num_proposal_samples: int = 64, num_nerf_samples: int = 16,
-                 hash_levels: int = 5, hash_max_res: int = 128, log2_hashmap_size: int = 17):
+                 hash_levels: int = 5, hash_max_res: int = 128, log2_hashmap_size: int = 17,
+                 bake_resolution: int = 0):
         super().__init__()
         self.density_field = HashMLPDensityField(
             aabb.clone(), num_layers=2, hidden_dim=16, num_levels=hash_levels, max_res=hash_max_res,
@@ -77,9 +84,39 @@ class ProposalSampler(nn.Module):
             num_proposal_samples_per_ray=(num_proposal_samples,), num_nerf_samples_per_ray=num_nerf_samples,
             num_proposal_network_iterations=1, single_jitter=False,
             initial_sampler=UniformSampler(single_jitter=False))
+        self.register_buffer("aabb", aabb.clone().float(), persistent=False)
+        self.bake_resolution = bake_resolution
+        self._baked: Optional[Tuple[Tuple, Tensor]] = None  # (weights' versions, (1, 1, R, R, R) density)
+
+    def _weights_key(self) -> Tuple:
+        """Changes whenever a weight changes: optimiser steps and ``load_state_dict`` write in place."""
+        return tuple((t.data_ptr(), t._version) for t in self.density_field.state_dict(keep_vars=True).values())
+
+    @torch.no_grad()
+    def baked_density(self) -> Tensor:
+        """The proposal density at the texel centres of a ``bake_resolution``^3 grid over the box, (1, 1, z, y, x)."""
+        key = self._weights_key()
+        if self._baked is None or self._baked[0] != key:
+            r, lo, hi = self.bake_resolution, self.aabb[0], self.aabb[1]
+            axis = (torch.arange(r, device=lo.device) + 0.5) / r  # texel centres
+            zyx = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)  # (z, y, x, [z, y, x])
+            points = lo + zyx.flip(-1) * (hi - lo)
+            density = torch.cat([self.density_field.density_fn(chunk) for chunk in points.reshape(-1, 3).split(1 << 18)])
+            self._baked = (key, density.float().reshape(1, 1, r, r, r))
+        return self._baked[1]
+
+    def _baked_density_fn(self, positions: Float[Tensor, "*batch 3"], times=None) -> Float[Tensor, "*batch 1"]:
+        lo, hi = self.aabb[0], self.aabb[1]
+        grid = ((positions - lo) / (hi - lo) * 2.0 - 1.0).reshape(1, 1, 1, -1, 3).to(torch.float32)
+        density = F.grid_sample(self.baked_density(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        inside = ((positions >= lo) & (positions <= hi)).all(dim=-1, keepdim=True)
+        # Border padding up to the box's faces (like the network), nothing outside it.
+        return density.reshape(*positions.shape[:-1], 1) * inside
 
     def forward(self, rays: RayBundle) -> Samples:
-        ray_samples, weights_list, ray_samples_list = self.sampler(rays, density_fns=[self.density_field.density_fn])
+        baked = not self.training and self.bake_resolution > 0
+        density_fn = self._baked_density_fn if baked else self.density_field.density_fn
+        ray_samples, weights_list, ray_samples_list = self.sampler(rays, density_fns=[density_fn])
         return Samples(ray_samples, weights_list=weights_list, ray_samples_list=ray_samples_list)
 
     def loss(self, samples: Samples, weights: Tensor) -> Optional[Tensor]:
