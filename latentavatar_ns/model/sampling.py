@@ -89,7 +89,8 @@ class ProposalSampler(nn.Module):
         self._baked: Optional[Tuple[Tuple, Tensor]] = None  # (weights' versions, (1, 1, R, R, R) density)
 
     def _weights_key(self) -> Tuple:
-        """Changes whenever a weight changes: optimiser steps and ``load_state_dict`` write in place."""
+        """Changes whenever a weight changes: optimiser steps and ``load_state_dict`` write in place (bumping
+        each tensor's version counter), and moving the module to another device changes its storage."""
         return tuple((t.data_ptr(), t._version) for t in self.density_field.state_dict(keep_vars=True).values())
 
     @torch.no_grad()
@@ -101,7 +102,8 @@ class ProposalSampler(nn.Module):
             axis = (torch.arange(r, device=lo.device) + 0.5) / r  # texel centres
             zyx = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)  # (z, y, x, [z, y, x])
             points = lo + zyx.flip(-1) * (hi - lo)
-            density = torch.cat([self.density_field.density_fn(chunk) for chunk in points.reshape(-1, 3).split(1 << 18)])
+            with torch.autocast(lo.device.type, enabled=False):  # baked once, read by every frame: full precision
+                density = torch.cat([self.density_field.density_fn(chunk) for chunk in points.reshape(-1, 3).split(1 << 18)])
             self._baked = (key, density.float().reshape(1, 1, r, r, r))
         return self._baked[1]
 
