@@ -84,7 +84,6 @@ class ProposalSampler(nn.Module):
             num_proposal_samples_per_ray=(num_proposal_samples,), num_nerf_samples_per_ray=num_nerf_samples,
             num_proposal_network_iterations=1, single_jitter=False,
             initial_sampler=UniformSampler(single_jitter=False))
-        self.register_buffer("aabb", aabb.clone().float(), persistent=False)
         self.bake_resolution = bake_resolution
         self._baked: Optional[Tuple[Tuple, Tensor]] = None  # (weights' versions, (1, 1, R, R, R) density)
 
@@ -98,7 +97,7 @@ class ProposalSampler(nn.Module):
         """The proposal density at the texel centres of a ``bake_resolution``^3 grid over the box, (1, 1, z, y, x)."""
         key = self._weights_key()
         if self._baked is None or self._baked[0] != key:
-            r, lo, hi = self.bake_resolution, self.aabb[0], self.aabb[1]
+            r, (lo, hi) = self.bake_resolution, self.density_field.aabb
             axis = (torch.arange(r, device=lo.device) + 0.5) / r  # texel centres
             zyx = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)  # (z, y, x, [z, y, x])
             points = lo + zyx.flip(-1) * (hi - lo)
@@ -108,7 +107,7 @@ class ProposalSampler(nn.Module):
         return self._baked[1]
 
     def _baked_density_fn(self, positions: Float[Tensor, "*batch 3"], times=None) -> Float[Tensor, "*batch 1"]:
-        lo, hi = self.aabb[0], self.aabb[1]
+        lo, hi = self.density_field.aabb
         grid = ((positions - lo) / (hi - lo) * 2.0 - 1.0).reshape(1, 1, 1, -1, 3).to(torch.float32)
         density = F.grid_sample(self.baked_density(), grid, mode="bilinear", padding_mode="border", align_corners=False)
         inside = ((positions >= lo) & (positions <= hi)).all(dim=-1, keepdim=True)
