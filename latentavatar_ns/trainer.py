@@ -95,9 +95,12 @@ class LatentAvatarTrainer(Trainer):
         self.last_good_step: Optional[int] = None
 
     def setup(self, test_mode="val") -> None:
-        if self.config.machine.device_type == "cpu":
-            keep_freed_memory(self.config.cpu_heap_threshold_mib)
         try:
+            if self.config.machine.device_type == "cpu":
+                try:
+                    keep_freed_memory(self.config.cpu_heap_threshold_mib)
+                except ValueError as err:
+                    raise TrainingError(f"--cpu-heap-threshold-mib: {err}") from None
             super().setup(test_mode)
         except (DatasetError, TrainingError):  # bad data, or no checkpoint to load
             self.remove_run_without_checkpoints()

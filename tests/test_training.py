@@ -155,6 +155,17 @@ def test_ns_train_bad_data_is_one_line(tmp_path: Path):
     assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'missing'}: dataset folder does not exist"
 
 
+def test_ns_train_bad_heap_threshold_is_one_line(synthetic_dataset: Path, tmp_path: Path):
+    result = run_cli(["ns-train", "latentavatar-tiny", "--data", str(synthetic_dataset), "--output-dir",
+                      str(tmp_path / "out"), "--vis", "tensorboard", "--machine.device-type", "cpu",
+                      "--cpu-heap-threshold-mib", "4096"], timeout=300)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --cpu-heap-threshold-mib: the heap threshold must be below 2048 MiB, got 4096")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("config.yml"))  # no run folder left
+
+
 def test_saved_config_is_plain_yaml(trained_run: Path):
     text = trained_run.read_text()
     assert "latentavatar-tiny" in text
