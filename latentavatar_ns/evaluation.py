@@ -10,13 +10,12 @@ import torch.nn.functional as F
 from torchmetrics.functional import structural_similarity_index_measure
 
 from latentavatar_ns.model.lpips import load_lpips
+from latentavatar_ns.model.regions import square_corners
 
 
 def face_box(affine: np.ndarray, width: int, height: int) -> Tuple[int, int, int, int]:
     """(x0, y0, x1, y1) pixel bounds of the encoder's face square in the image, clipped to it."""
-    full = np.vstack([affine, [0.0, 0.0, 1.0]])
-    corners = np.array([[0, 0, 1], [1, 0, 1], [0, 1, 1], [1, 1, 1]], dtype=np.float64)
-    pixels = (np.linalg.inv(full) @ corners.T).T[:, :2]
+    pixels = square_corners(affine)
     x0, y0 = np.floor(pixels.min(0)).astype(int)
     x1, y1 = np.ceil(pixels.max(0)).astype(int)
     return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)

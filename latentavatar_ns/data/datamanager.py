@@ -57,7 +57,7 @@ class LatentAvatarDataManager(FullImageDatamanager[LatentAvatarDataset]):
         device = self.device if cache_images_device == "gpu" else "cpu"
         pin = cache_images_device == "cpu" and torch.cuda.is_available()
         for item in items:
-            for key in ("image", "mask", "encoder_crop"):
+            for key in ("image", "mask", "encoder_crop", "region_boxes"):
                 item[key] = item[key].pin_memory() if pin else item[key].to(device)
         if split == "train":
             self.train_cameras = self.train_dataset.cameras.to(device)
@@ -66,7 +66,7 @@ class LatentAvatarDataManager(FullImageDatamanager[LatentAvatarDataset]):
     @cached_property
     def _train_stack(self) -> Dict[str, torch.Tensor]:
         return {key: torch.stack([item[key] for item in self.cached_train])
-                for key in ("image", "mask", "encoder_crop")}
+                for key in ("image", "mask", "encoder_crop", "region_boxes")}
 
     @cached_property
     def _moment_images(self) -> Dict[int, List[int]]:

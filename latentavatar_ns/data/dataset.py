@@ -13,6 +13,7 @@ from PIL import Image
 
 from latentavatar_ns.data.face_crop import extract_crop
 from latentavatar_ns.data.format import DatasetError
+from latentavatar_ns.model.regions import region_boxes
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -35,7 +36,7 @@ def read_matte(path: Path) -> np.ndarray:
 
 
 class LatentAvatarDataset(InputDataset):
-    """Adds ``mask`` (soft matte), ``encoder_crop`` (3, S, S) and ``code_idx`` to each item.
+    """Adds ``mask`` (soft matte), ``encoder_crop`` (3, S, S), ``region_boxes`` (3, 4) and ``code_idx`` to each item.
 
     The image is composited onto the background colour through its matte, so the renderer's
     background and the ground truth agree. The crop is cut from the original frame, or, in a
@@ -73,5 +74,6 @@ class LatentAvatarDataset(InputDataset):
             "image": image,
             "mask": torch.from_numpy(matte),
             "encoder_crop": torch.from_numpy(crop).permute(2, 0, 1).contiguous(),
+            "region_boxes": torch.from_numpy(region_boxes(self.crop_affines[image_idx], rgb.shape[1], rgb.shape[0])),
             "code_idx": int(self.code_idx[image_idx]),
         }

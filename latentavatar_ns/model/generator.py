@@ -66,6 +66,11 @@ class TriplaneGenerator(nn.Module):
     With ``static_planes`` a learned tri-plane, shared by every code, is added to that output: the
     person's fixed detail (brows, eyes, hair) is then fitted texel by texel, as in K-Planes, instead of
     waiting for the convolutions to learn to draw it, and the convolutions are left the part that moves.
+
+    With ``code_to_field`` (not in the paper) a linear projection of theta is added to the first plane
+    everywhere. Since the field sums the three planes' samples, this adds the projected code to every
+    sample's feature: the code reaches the density and feature MLPs directly, as NeRFace conditions its
+    MLP on the expression, beside the path through the convolutions.
     """
 
     def __init__(
@@ -74,6 +79,7 @@ class TriplaneGenerator(nn.Module):
         channels: Sequence[int] = (256, 256, 256, 256, 256, 192, 96),
         plane_channels: int = 32,
         static_planes: bool = False,
+        code_to_field: bool = False,
     ):
         super().__init__()
         self.start = nn.ConvTranspose2d(style_dim, channels[0], kernel_size=4)
@@ -88,6 +94,10 @@ class TriplaneGenerator(nn.Module):
         self.resolution = 4 * 2 ** (len(channels) - 1)
         r = self.resolution
         self.static_planes = nn.Parameter(torch.zeros(1, 3, plane_channels, r, r)) if static_planes else None
+        self.code_to_field = nn.Linear(style_dim, plane_channels) if code_to_field else None
+        if self.code_to_field is not None:  # start as the paper's generator
+            nn.init.zeros_(self.code_to_field.weight)
+            nn.init.zeros_(self.code_to_field.bias)
 
     def forward(self, theta: Float[Tensor, "B S"]) -> Float[Tensor, "B 3 C R R"]:
         x = F.leaky_relu(self.start(theta[:, :, None, None]), 0.2)
@@ -96,4 +106,7 @@ class TriplaneGenerator(nn.Module):
         planes = self.to_planes(x, theta)
         b, _, r, _ = planes.shape
         planes = planes.reshape(b, 3, self.plane_channels, r, r)
+        if self.code_to_field is not None:
+            shift = self.code_to_field(theta)[:, None, :, None, None]  # (B, 1, C, 1, 1): the same at every texel
+            planes = torch.cat([planes[:, :1] + shift, planes[:, 1:]], dim=1)
         return planes if self.static_planes is None else planes + self.static_planes

@@ -20,6 +20,8 @@ from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
 from latentavatar_ns.model.field import TriplaneField
 from latentavatar_ns.model.generator import TriplaneGenerator
 from latentavatar_ns.model.lpips import load_lpips
+from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
+from latentavatar_ns.model.regions import REGIONS, box_masks, masked_l1
 from latentavatar_ns.model.rendering import VolumeRenderer
 from latentavatar_ns.model.sampling import OccupancyGrid, ProposalSampler, UniformBoxSampler
 from latentavatar_ns.model.superres import SuperResolution
@@ -48,6 +50,10 @@ class LatentAvatarModelConfig(ModelConfig):
     """Add a learned tri-plane shared by all codes to the generator's output (not in the paper): fixed detail
     is fitted directly and the generator only models what changes with expression. On the CPU benchmark it
     reaches the same held-out PSNR in 0.7 of the time, but leans less on the code (bench/quality.json)."""
+    code_to_field: bool = False
+    """Also feed a projection of theta straight to the field's MLPs (added to every sample's plane feature),
+    beside the generator (not in the paper; NeRFace conditions its MLP this way). The generator must
+    learn to draw every expression-dependent change; this gives the code a short path to the field."""
     field_hidden_dim: int = 128
     """Hidden width of the density and feature MLPs."""
     feature_dim: int = 32
@@ -80,6 +86,12 @@ class LatentAvatarModelConfig(ModelConfig):
     """occupancy: training frames' codes whose maximum density each update keeps (conservative over expressions)."""
     occupancy_threshold: float = 0.01
     """occupancy: a cell is empty when no sample in it could be more than this opaque."""
+    pose_refinement: bool = False
+    """Learn a rigid correction of each training image's head pose with the avatar, so that tracker error is
+    explained by the pose rather than absorbed by the expression code. Held-out and driving frames keep
+    their stored poses."""
+    pose_refinement_weight: float = 1.0
+    """Penalty on the squared size of the pose corrections (translation in canonical units, rotation in radians)."""
     density_noise_std: float = 0.1
     """Noise on raw density in training (discourages semi-transparent fog)."""
     sr_scale: int = 4
@@ -104,6 +116,13 @@ class LatentAvatarModelConfig(ModelConfig):
     """L1 on the rendered RGB against the area-downsampled image."""
     mask_loss_weight: float = 0.1
     """MSE between the rendered accumulation and the matte."""
+    face_loss_weight: float = 0.0
+    """Extra L1 averaged over the face square only (high and low resolution). The face is a small part of
+    the frame, so a whole-frame mean lets the loss settle for an average face; 0 is the paper's loss."""
+    mouth_loss_weight: float = 0.0
+    """Extra L1 averaged over the mouth box (lower face square): the region where most expression lives."""
+    eye_loss_weight: float = 0.0
+    """Extra L1 averaged over the eye band of the face square: blinks and gaze cover only a few pixels."""
     lpips_loss_weight: float = 0.1
     """LPIPS on the high-resolution image (skipped with a warning when the weights are absent)."""
     lpips_loss_net: Literal["vgg", "alex"] = "vgg"
@@ -121,10 +140,11 @@ class LatentAvatarModel(Model):
         self.encoder = ExpressionEncoder(cfg.encoder_crop_size, cfg.encoder_channels, cfg.code_dim)
         self.mapping = MappingMLP(cfg.code_dim, cfg.code_dim, cfg.theta_dim)
         self.generator = TriplaneGenerator(cfg.theta_dim, cfg.generator_channels, cfg.plane_channels,
-                                           static_planes=cfg.static_planes)
+                                           static_planes=cfg.static_planes, code_to_field=cfg.code_to_field)
         self.field = TriplaneField(cfg.plane_channels, cfg.field_hidden_dim, cfg.feature_dim)
         self.renderer = VolumeRenderer(self.scene_box, make_sampler(cfg, self.scene_box.aabb))
         self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale)
+        self.pose_refinement = HeadPoseRefinement(self.num_train_data) if cfg.pose_refinement else None
         metadata = self.kwargs.get("metadata", {})
         self.num_train_frames = int(metadata.get("num_train_frames", self.num_train_data))
         num_codes = self.num_train_frames + int(metadata.get("num_eval_frames", 0))
@@ -172,6 +192,8 @@ class LatentAvatarModel(Model):
         proposal = list(self.renderer.sampler.parameters())
         if proposal:
             groups["proposal"] = proposal
+        if self.pose_refinement is not None:
+            groups["pose_refinement"] = list(self.pose_refinement.parameters())
         return groups
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
@@ -301,6 +323,8 @@ class LatentAvatarModel(Model):
             with torch.autocast(self.device.type, dtype=getattr(torch, self.config.inference_dtype)):
                 out = self.render(self.triplanes(code), cameras)
             return {k: v.float() if torch.is_floating_point(v) else v for k, v in out.items()}
+        if self.training and self.pose_refinement is not None and batch is not None and "image_idx" in batch:
+            cameras = self.pose_refinement(cameras, torch.as_tensor(batch["image_idx"]).reshape(-1))
         planes = self.triplanes(code)
         window = self.training_window(cameras) if self.training and batch is not None and "image" in batch else None
         return self.render(planes, cameras, window)
@@ -364,7 +388,10 @@ class LatentAvatarModel(Model):
     # Losses and metrics
 
     def _targets(self, outputs: Dict[str, Tensor], batch: Dict) -> Tuple[Tensor, Tensor, Tensor]:
-        """Ground truth at the output's resolution and at the low resolution (cropped to a training window)."""
+        """Ground truth at the output's resolution and at the low resolution (cropped to a training window).
+
+        The image and the low-res matte; with ``region_boxes`` in the batch, :meth:`_region_losses`
+        reads the windows through ``outputs``."""
         image = _as_float_image(batch["image"].to(self.device))
         if image.ndim == 3:
             image = image[None]
@@ -396,11 +423,40 @@ class LatentAvatarModel(Model):
             "low_res_loss": cfg.low_res_loss_weight * (outputs["rgb_low"] - image_low).abs().mean(),
             "mask_loss": cfg.mask_loss_weight * F.mse_loss(outputs["accumulation_low"], mask_low),
         }
+        losses.update(self._region_losses(outputs, batch, image, image_low))
+        if self.pose_refinement is not None and self.training and "image_idx" in batch:
+            losses["pose_refinement_loss"] = cfg.pose_refinement_weight * self.pose_refinement.regularizer(
+                torch.as_tensor(batch["image_idx"]).reshape(-1))
         if "sampler_loss" in outputs:
             losses["proposal_loss"] = cfg.proposal_loss_weight * outputs["sampler_loss"]
         if cfg.lpips_loss_weight > 0 and self.lpips_loss is not None:
             losses["lpips_loss"] = cfg.lpips_loss_weight * self.lpips_loss(
                 outputs["rgb"].permute(0, 3, 1, 2), image.permute(0, 3, 1, 2)).mean()
+        return losses
+
+    def _region_losses(self, outputs: Dict[str, Tensor], batch: Dict, image: Tensor, image_low: Tensor) -> Dict[str, Tensor]:
+        """L1 averaged inside the face, mouth and eye boxes, at both resolutions, for the weights that are set."""
+        cfg = self.config
+        weights = dict(zip(REGIONS, (cfg.face_loss_weight, cfg.mouth_loss_weight, cfg.eye_loss_weight)))
+        if not any(w > 0 for w in weights.values()) or "region_boxes" not in batch:
+            return {}
+        boxes = batch["region_boxes"].to(self.device).float().reshape(-1, len(REGIONS), 4)
+        full_hw, low_hw = outputs["rgb"].shape[1:3], outputs["rgb_low"].shape[1:3]
+        if "window" in outputs:  # masks of the whole frame, cropped like the targets
+            s = self.config.sr_scale
+            top, left, size = (int(v) for v in outputs["window"])
+            low_h, low_w = self.low_res_size(*batch["image"].shape[-3:-1])
+            full_hw, low_hw = (low_h * s, low_w * s), (low_h, low_w)
+        losses = {}
+        for r, (name, weight) in enumerate(weights.items()):
+            if weight <= 0:
+                continue
+            mask, mask_low = box_masks(boxes[:, r], *full_hw), box_masks(boxes[:, r], *low_hw)
+            if "window" in outputs:
+                mask = mask[:, top * s:(top + size) * s, left * s:(left + size) * s]
+                mask_low = mask_low[:, top:top + size, left:left + size]
+            losses[f"{name}_loss"] = weight * (masked_l1(outputs["rgb"], image, mask)
+                                               + masked_l1(outputs["rgb_low"], image_low, mask_low))
         return losses
 
     def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
@@ -442,7 +498,7 @@ def _batched(batch: Optional[Dict]) -> Optional[Dict]:
 
 def _resized(cameras: Cameras, height: int, width: int) -> Cameras:
     """A copy of the cameras rendering the same view at another pixel size."""
-    out = copy.deepcopy(cameras)
+    out = copy.copy(cameras)  # fields are replaced, never changed in place (and may carry gradients)
     sx, sy = width / out.width.float(), height / out.height.float()
     out.fx, out.cx = out.fx * sx, out.cx * sx
     out.fy, out.cy = out.fy * sy, out.cy * sy
@@ -453,7 +509,7 @@ def _resized(cameras: Cameras, height: int, width: int) -> Cameras:
 
 def _cropped(cameras: Cameras, top: int, left: int, size: int) -> Cameras:
     """A copy of the cameras seeing only a size x size window of their pixel grid (rays unchanged)."""
-    out = copy.deepcopy(cameras)
+    out = copy.copy(cameras)
     out.cx, out.cy = out.cx - left, out.cy - top
     out.width = torch.full_like(out.width, size)
     out.height = torch.full_like(out.height, size)

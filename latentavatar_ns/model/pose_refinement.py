@@ -1,0 +1,43 @@
+"""Per-frame head-pose refinement: a learned rigid correction of each training image's head pose.
+
+A monocular tracker's head pose is never exact. Without a place of its own for the error, the
+expression code is the only per-frame input left to explain a misplaced head, and it learns to
+(the silhouette then depends on the code). This module gives each training image a small rigid
+motion of canonical head space, learned with the avatar, so pose error goes there instead.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from jaxtyping import Int
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.lie_groups import exp_map_SO3xR3
+from torch import Tensor, nn
+
+
+class HeadPoseRefinement(nn.Module):
+    """``num_images`` corrections (translation, axis-angle rotation), each starting at the identity.
+
+    The correction rotates a frame's camera about the canonical origin (the head) and shifts it, which
+    is the same as moving the head the other way: the camera stays where it is in the frame's video.
+    """
+
+    def __init__(self, num_images: int):
+        super().__init__()
+        self.correction = nn.Parameter(torch.zeros(num_images, 6))
+
+    def forward(self, cameras: Cameras, image_idx: Int[Tensor, "B"]) -> Cameras:
+        """A copy of the (canonical-space) training cameras with their images' corrections applied."""
+        motion = exp_map_SO3xR3(self.correction[image_idx.to(self.correction.device)]).to(cameras.camera_to_worlds)
+        c2w = cameras.camera_to_worlds  # (B, 3, 4)
+        rotation, translation = motion[:, :, :3], motion[:, :, 3:]
+        refined = torch.cat([rotation @ c2w[:, :, :3], rotation @ c2w[:, :, 3:] + translation], dim=-1)
+        out = copy.copy(cameras)
+        out.camera_to_worlds = refined
+        return out
+
+    def regularizer(self, image_idx: Int[Tensor, "B"]) -> Tensor:
+        """Mean squared size of the corrections in use: keeps frames without error where the tracker put them."""
+        return self.correction[image_idx.to(self.correction.device)].pow(2).sum(dim=-1).mean()

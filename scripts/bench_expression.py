@@ -1,0 +1,345 @@
+"""Expressiveness benchmark: does the avatar render each frame's own expression, and not its pose error?
+
+    python scripts/bench_expression.py [--iterations 2000] [--variants default region_losses] [--cases detailed smooth]
+
+Every variant is the real ``ns-train`` run of ``--method`` with a few options changed (``VARIANTS``),
+trained on each case (``CASES``): synthetic heads, smooth or with the detail a real face has
+(``--detail``: highlights, textured skin and hair, high-contrast eyes, lips and teeth, winks), one
+whose stored training poses carry tracker-like error while its images were rendered with the true
+poses, and optionally the real sample clip. Each trained avatar is scored on training frames (fit)
+and on the held-out frames at the end of the video (generalisation), both rendered with their own
+code and with the mean training code (``latentavatar_ns.expressiveness``):
+
+- PSNR, SSIM and LPIPS-Alex on the full frame, the face, the mouth and the eyes (boxes from the
+  synthetic head's ground truth, or from the landmarks of a real video);
+- the expression gain per region (own code minus mean code, in dB), also on the held-out frames
+  whose ground-truth expressions are the rarest in training;
+- silhouette IoU of the rendered matte with the own and with the mean code;
+- the code spread: how much a render changes with the code against with the pose.
+
+Writes ``--output`` (``bench/expression.json``) and a contact sheet per case and variant beside it
+(ground truth | own code | mean code, regions boxed: face green, mouth red, eyes blue).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+import tyro
+from nerfstudio.utils.eval_utils import eval_setup
+from PIL import Image
+
+from latentavatar_ns.data.format import FrameParams, list_frames, load_params, read_camera, save_params
+from latentavatar_ns.data.synthetic import make_dataset, region_boxes
+from latentavatar_ns.demo import train_command
+from latentavatar_ns.evaluation import face_box
+from latentavatar_ns.expressiveness import RegionScorer, code_spread, contact_sheet, score_split
+from latentavatar_ns.model.lpips import load_lpips
+from latentavatar_ns.video import to_uint8
+
+VARIANTS: Dict[str, List[str]] = {
+    "default": [],
+    "region_losses": ["--pipeline.model.face-loss-weight", "1", "--pipeline.model.mouth-loss-weight", "1",
+                      "--pipeline.model.eye-loss-weight", "1"],
+    "code_to_field": ["--pipeline.model.code-to-field", "True"],
+    "lpips_alex": ["--pipeline.model.lpips-loss-weight", "0.1", "--pipeline.model.lpips-loss-net", "alex"],
+    "sr2": ["--pipeline.model.sr-scale", "2"],
+    "pose_refinement": ["--pipeline.model.pose-refinement", "True"],
+}
+"""Named option sets; a ``+`` joins several (``region_losses+lpips_alex``)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One training video."""
+
+    identity: int = 0
+    detail: bool = False
+    seed: int = 0
+    pose_noise: bool = False
+    """Training poses stored with tracker-like error (jitter and a slow drift); images and crops exact."""
+    real: bool = False
+    """The real sample clip (processed with ns-latentavatar-process) instead of a synthetic head."""
+
+
+CASES: Dict[str, Case] = {
+    "smooth": Case(identity=0),
+    "detailed": Case(identity=1, detail=True),
+    "detailed_seed1": Case(identity=2, detail=True, seed=1),
+    "detailed_pose_noise": Case(identity=1, detail=True, pose_noise=True),
+    "real_clip": Case(real=True),
+}
+
+JITTER_DEG, JITTER_CANONICAL = 1.5, 0.04
+"""Per-frame pose noise (standard deviations): rotation in degrees, translation in canonical head units."""
+DRIFT_DEG, DRIFT_CANONICAL = 3.0, 0.08
+"""Amplitude of the slowly drifting pose bias over the video."""
+
+
+@dataclass
+class BenchExpression:
+    method: str = "latentavatar-tiny"
+    """Method to train (the CPU budget suits latentavatar-tiny)."""
+    variants: List[str] = field(default_factory=lambda: ["default", "region_losses"])
+    """Which of VARIANTS to train (``a+b`` combines two); the first is the reference of every delta."""
+    cases: List[str] = field(default_factory=lambda: ["detailed", "smooth"])
+    """Which of CASES to train on."""
+    iterations: int = 2000
+    """Training steps per run (the demo's budget)."""
+    num_frames: int = 150
+    """Synthetic frames (the last 15% held out)."""
+    resolution: int = 128
+    """Frame side in pixels."""
+    train_frames_scored: int = 16
+    """Training frames scored (evenly spaced), for the fit."""
+    device: str = "cpu"
+    jobs: int = 2
+    """Runs trained at the same time (on a CPU, at most the number of cores / --threads)."""
+    threads: int = 1
+    """CPU threads per training run."""
+    output: Path = Path("bench/expression.json")
+    """Where the numbers go; contact sheets are written beside it."""
+    work_dir: Optional[Path] = None
+    """Keep datasets and runs here (default: a temporary folder); existing datasets and finished runs are reused."""
+
+
+def _variant_args(name: str) -> List[str]:
+    return [arg for part in name.split("+") for arg in VARIANTS[part]]
+
+
+def _perturb_poses(data: Path, seed: int) -> None:
+    """Store tracker-like error in the training poses; keep the true pose and the true crop beside them."""
+    frames = list_frames(data / "train")
+    first = load_params(frames[0].params)
+    camera = read_camera(data, *Image.open(frames[0].image).size)
+    from latentavatar_ns.data.face_crop import crop_affine_from_pose
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(seed + 101)
+    t = np.linspace(0.0, 1.0, len(frames))
+    phases = rng.uniform(0, 2 * np.pi, 6)
+    drift = np.stack([np.sin(2 * np.pi * 0.7 * t + phases[k]) for k in range(6)], axis=1)
+    for k, frame in enumerate(frames):
+        params = load_params(frame.params)
+        crop = crop_affine_from_pose(camera.K, camera.world_to_camera, params.pose, params.scale)
+        rot_err = np.deg2rad(rng.normal(0, JITTER_DEG, 3) + DRIFT_DEG * drift[k, :3])
+        trans_err = (rng.normal(0, JITTER_CANONICAL, 3) + DRIFT_CANONICAL * drift[k, 3:]) * params.scale
+        rotation = Rotation.from_rotvec(rot_err) * Rotation.from_rotvec(params.pose[:3])
+        noisy = np.concatenate([rotation.as_rotvec(), params.pose[3:] + trans_err])
+        save_params(frame.params, FrameParams(pose=noisy, scale=params.scale, intrinsics=params.intrinsics,
+                                              crop_affine=crop, extra={**params.extra, "true_pose": params.pose}))
+    del first
+
+
+def _make_case(name: str, case: Case, cfg: BenchExpression, work: Path) -> Path:
+    data = work / "data" / name
+    if (data / "train").exists():
+        return data
+    if case.real:
+        from latentavatar_ns.data.assets import asset_path
+        from latentavatar_ns.process.video_to_dataset import ProcessConfig, process
+
+        process(ProcessConfig(input=asset_path("single_face.mp4"), output_dir=data, resolution=cfg.resolution,
+                              eval_fraction=0.15))
+        return data
+    make_dataset(data, identity=case.identity, num_frames=cfg.num_frames, resolution=cfg.resolution,
+                 eval_fraction=0.15, seed=case.seed, detail=case.detail, overwrite=True)
+    if case.pose_noise:
+        _perturb_poses(data, case.seed)
+    return data
+
+
+def _boxes_of(data: Path):
+    """Region boxes of a dataset's frames: ground truth on synthetic heads, landmarks on real video."""
+    camera_cache: Dict[tuple, object] = {}
+    frames = {split: list_frames(data / split) for split in ("train", "eval")}
+
+    def boxes(split: str, index: int, width: int, height: int) -> Dict[str, tuple]:
+        params = load_params(frames[split][index].params)
+        out = {}
+        if params.crop_affine is not None:
+            out["face"] = face_box(params.crop_affine, width, height)
+        if "landmarks" in params.extra:
+            out.update(landmark_boxes(params.extra["landmarks"], width, height))
+        else:
+            key = (width, height)
+            if key not in camera_cache:
+                camera_cache[key] = read_camera(data, width, height)
+            pose = params.extra.get("true_pose", params.pose).reshape(6)
+            out.update(region_boxes(pose, params.scale, camera_cache[key]))
+        if "face" not in out:
+            from latentavatar_ns.data.face_crop import crop_affine_from_pose
+            camera = camera_cache.get((width, height)) or read_camera(data, width, height)
+            pose = params.extra.get("true_pose", params.pose).reshape(6)
+            out["face"] = face_box(crop_affine_from_pose(camera.K, camera.world_to_camera, pose, params.scale),
+                                   width, height)
+        return out
+
+    return boxes
+
+
+# MediaPipe face-mesh indices of the lips and of both eyes' contours.
+_LIPS = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409]
+_EYES = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246,
+         263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]
+
+
+def landmark_boxes(landmarks: np.ndarray, width: int, height: int) -> Dict[str, tuple]:
+    """Mouth and eye boxes around a frame's landmarks (pixels), with a margin for opening and lids."""
+    def around(idx: List[int], grow_x: float, grow_y: float) -> tuple:
+        pts = np.asarray(landmarks)[idx]
+        lo, hi = pts.min(0), pts.max(0)
+        pad = (hi - lo) * [grow_x, grow_y] + 1.0
+        x0, y0 = np.floor(lo - pad).astype(int)
+        x1, y1 = np.ceil(hi + pad).astype(int)
+        return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+
+    return {"mouth": around(_LIPS, 0.2, 0.4), "eyes": around(_EYES, 0.1, 1.0)}
+
+
+def _rare_eval_frames(data: Path) -> Optional[List[int]]:
+    """Held-out frames whose ground-truth expression is farther than the median from every training one."""
+    frames = {split: [load_params(f.params).extra.get("expression") for f in list_frames(data / split)]
+              for split in ("train", "eval")}
+    if any(e is None for e in frames["train"] + frames["eval"]):
+        return None
+    train, held = np.stack(frames["train"]), np.stack(frames["eval"])
+    nearest = np.sqrt(((held[:, None] - train[None]) ** 2).sum(-1)).min(1)
+    return [int(i) for i in np.nonzero(nearest >= np.median(nearest))[0]]
+
+
+def _launch(cfg: BenchExpression, data: Path, runs: Path, name: str, variant: str) -> subprocess.Popen:
+    cmd = train_command(data, runs, cfg.iterations, cfg.device, cfg.method, experiment=name,
+                        extra_args=[*_variant_args(variant), "--overwrite", "True"])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(cfg.threads),
+           "MKL_NUM_THREADS": str(cfg.threads)}
+    print(f"{name}: $ {' '.join(cmd)}", flush=True)
+    with (runs / f"{name}.log").open("w") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def _train_all(cfg: BenchExpression, jobs: List[tuple], runs: Path) -> Dict[str, float]:
+    """Train every (run name, dataset, variant) not already finished, ``--jobs`` at a time; seconds each."""
+    pending = [job for job in jobs if not (runs / job[0] / cfg.method / "run" / "done").exists()]
+    running: Dict[str, tuple] = {}
+    seconds: Dict[str, float] = {}
+    while pending or running:
+        while pending and len(running) < cfg.jobs:
+            name, data, variant = pending.pop(0)
+            running[name] = (_launch(cfg, data, runs, name, variant), time.time())
+        time.sleep(2)
+        for name, (proc, start) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            if proc.returncode != 0:
+                raise SystemExit(f"error: run {name} failed (log: {runs / (name + '.log')})")
+            seconds[name] = round(time.time() - start, 1)
+            (runs / name / cfg.method / "run" / "done").write_text(str(seconds[name]))
+            print(f"{name}: trained in {seconds[name]:.0f} s", flush=True)
+    for name, _, _ in jobs:
+        seconds.setdefault(name, float((runs / name / cfg.method / "run" / "done").read_text()))
+    return seconds
+
+
+def _score(config: Path, data: Path, cfg: BenchExpression, scorer: RegionScorer, sheet: Path) -> Dict:
+    _, pipeline, _, _ = eval_setup(config, test_mode="test")
+    boxes_of = _boxes_of(data)
+    n_train = len(pipeline.datamanager.train_dataset)
+    n_eval = len(pipeline.datamanager.eval_dataset)
+    train_idx = np.linspace(0, n_train - 1, min(cfg.train_frames_scored, n_train)).round().astype(int).tolist()
+    held = score_split(pipeline, "eval", list(range(n_eval)), boxes_of, scorer)
+    result = {"train": score_split(pipeline, "train", train_idx, boxes_of, scorer), "heldout": held,
+              "code_spread": code_spread(pipeline, list(range(n_eval)))}
+    rare = _rare_eval_frames(data)
+    if rare:
+        rows = [f for f in held["frames"] if f["index"] in rare]
+        result["heldout_rare_gain_db"] = {r: float(np.mean([f["gain_db"][r] for f in rows])) for r in rows[0]["gain_db"]}
+    # The contact sheet shows the held-out frames where the expression matters most (largest mouth gain
+    # of the ground truth's own region is unknown, so: evenly spaced plus the rarest).
+    picks = sorted(set(np.linspace(0, n_eval - 1, 4).round().astype(int).tolist() + (rare or [])[:2]))
+    Image.fromarray(to_uint8(contact_sheet(pipeline, picks, boxes_of))).save(sheet)
+    for split in ("train", "heldout"):
+        del result[split]["frames"]
+    return result
+
+
+def _summary(results: Dict, reference: str) -> Dict:
+    """Per case and variant: the headline numbers, and their differences from the reference variant."""
+    out: Dict[str, Dict] = {}
+    for case, variants in results.items():
+        out[case] = {}
+        for variant, r in variants.items():
+            h, t = r["heldout"], r["train"]
+            row = {
+                "heldout_psnr": {reg: h["own"][reg]["psnr"] for reg in h["own"]},
+                "heldout_gain_db": h["gain_db"],
+                "train_psnr": {reg: t["own"][reg]["psnr"] for reg in t["own"]},
+                "train_gain_db": t["gain_db"],
+                "train_silhouette_iou": t["silhouette_iou"],
+                "code_over_pose": r["code_spread"]["code_over_pose"],
+                "train_seconds": r["train_seconds"],
+            }
+            if variant != reference and reference in variants:
+                ref = variants[reference]["heldout"]
+                row[f"heldout_psnr_vs_{reference}"] = {reg: h["own"][reg]["psnr"] - ref["own"][reg]["psnr"]
+                                                       for reg in h["own"]}
+            out[case][variant] = row
+    return out
+
+
+def main() -> None:
+    cfg = tyro.cli(BenchExpression)
+    unknown = [v for name in cfg.variants for v in name.split("+") if v not in VARIANTS]
+    unknown += [c for c in cfg.cases if c not in CASES]
+    if unknown:
+        raise SystemExit(f"error: unknown variant(s) or case(s) {unknown}; variants: {list(VARIANTS)}, "
+                         f"cases: {list(CASES)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(cfg.work_dir) if cfg.work_dir is not None else Path(tmp)
+        runs = work / "runs"
+        runs.mkdir(parents=True, exist_ok=True)
+        datasets = {case: _make_case(case, CASES[case], cfg, work) for case in cfg.cases}
+        jobs = [(f"{case}__{variant}", datasets[case], variant) for case in cfg.cases for variant in cfg.variants]
+        seconds = _train_all(cfg, jobs, runs)
+        scorer = RegionScorer(load_lpips("alex", required=False))
+        sheets = cfg.output.parent / f"{cfg.output.stem}_sheets"
+        sheets.mkdir(parents=True, exist_ok=True)
+        results: Dict[str, Dict] = {}
+        for name, data, variant in jobs:
+            case = name.split("__")[0]
+            config = runs / name / cfg.method / "run" / "config.yml"
+            print(f"scoring {name}", flush=True)
+            r = _score(config, data, cfg, scorer, sheets / f"{name}.png")
+            r["train_seconds"] = seconds[name]
+            results.setdefault(case, {})[variant] = r
+    device = torch.cuda.get_device_name() if cfg.device == "cuda" else \
+        f"cpu ({platform.processor() or 'x86_64'}, {cfg.threads} threads per run, {cfg.jobs} runs at a time)"
+    report = {
+        "config": {k: str(v) for k, v in asdict(cfg).items() if k != "work_dir"},
+        "device": device,
+        "variants": {name: _variant_args(name) for name in cfg.variants},
+        "cases": {name: asdict(CASES[name]) for name in cfg.cases},
+        "pose_noise": {"jitter_deg": JITTER_DEG, "jitter_canonical": JITTER_CANONICAL,
+                       "drift_deg": DRIFT_DEG, "drift_canonical": DRIFT_CANONICAL},
+        "summary": _summary(results, cfg.variants[0]),
+        "results": results,
+    }
+    cfg.output.parent.mkdir(parents=True, exist_ok=True)
+    cfg.output.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The options that make the avatar use its code, and the expressiveness scores that measure it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from trainers import tiny_trainer
+
+from latentavatar_ns.model.generator import TriplaneGenerator
+from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
+from latentavatar_ns.model.regions import REGIONS, box_masks, masked_l1, pixel_box
+
+
+def test_box_masks_and_masked_l1_cover_exactly_the_box():
+    boxes = torch.tensor([[0.25, 0.5, 0.75, 1.0]])
+    mask = box_masks(boxes, 8, 8)
+    assert mask.shape == (1, 8, 8, 1) and int(mask.sum()) == 4 * 4
+    assert mask[0, 4:, 2:6].all() and mask[0, :4].sum() == 0
+    pred, target = torch.zeros(1, 8, 8, 3), torch.zeros(1, 8, 8, 3)
+    pred[0, 0, 0] = 1.0  # error outside the box only
+    assert float(masked_l1(pred, target, mask)) == 0.0
+    pred[0, 5, 3] = 1.0  # one wrong pixel of the 16 inside
+    assert math.isclose(float(masked_l1(pred, target, mask)), 1.0 / 16.0, rel_tol=1e-6)
+    assert pixel_box(np.array([0.25, 0.5, 0.75, 1.0]), 8, 8) == (2, 4, 6, 8)
+
+
+def test_region_losses_weigh_only_their_regions(synthetic_dataset: Path, tmp_path: Path):
+    trainer = tiny_trainer(synthetic_dataset, tmp_path, face_loss_weight=1.0, mouth_loss_weight=2.0,
+                           eye_loss_weight=1.0)
+    model, datamanager = trainer.pipeline.model, trainer.pipeline.datamanager
+    cameras, batch = datamanager.next_train(0)
+    assert batch["region_boxes"].shape == (2, len(REGIONS), 4)
+    image, image_low, _ = model._targets({"rgb_low": torch.zeros(2, 16, 16, 3)}, batch)
+    boxes = batch["region_boxes"].float()
+    face, mouth, eyes = (boxes[:, REGIONS.index(r)] for r in ("face", "mouth", "eyes"))
+    # The mouth lies in the lower face square, the eyes in its upper part, and they do not overlap.
+    assert (mouth[:, 1] > (face[:, 1] + face[:, 3]) / 2 - 0.01).all() and (eyes[:, 3] < mouth[:, 1]).all()
+    rgb = image.clone()
+    mouth_mask = box_masks(mouth, *image.shape[1:3])
+    rgb = rgb * (1 - mouth_mask) + (1 - rgb) * mouth_mask  # wrong inside the mouth box only
+    losses = model._region_losses({"rgb": rgb, "rgb_low": image_low}, batch, image, image_low)
+    assert set(losses) == {"face_loss", "mouth_loss", "eyes_loss"}
+    assert float(losses["eyes_loss"]) == 0.0
+    assert float(losses["mouth_loss"]) > 2.0 * float(losses["face_loss"]) > 0.0
+    # Off by default: the paper's loss.
+    model.config.face_loss_weight = model.config.mouth_loss_weight = model.config.eye_loss_weight = 0.0
+    assert model._region_losses({"rgb": rgb, "rgb_low": image_low}, batch, image, image_low) == {}
+
+
+def test_code_to_field_starts_as_the_paper_generator_and_shifts_every_texel():
+    torch.manual_seed(0)
+    paper = TriplaneGenerator(16, (16, 16, 8), plane_channels=4)
+    torch.manual_seed(0)
+    direct = TriplaneGenerator(16, (16, 16, 8), plane_channels=4, code_to_field=True)
+    theta = torch.randn(2, 16)
+    assert torch.equal(paper(theta), direct(theta))
+    torch.nn.init.normal_(direct.code_to_field.weight)
+    shift = direct(theta) - paper(theta)
+    expected = direct.code_to_field(theta)  # (B, C)
+    assert torch.allclose(shift[:, 0], expected[:, :, None, None].expand_as(shift[:, 0]), atol=1e-5)
+    assert torch.equal(shift[:, 1:], torch.zeros_like(shift[:, 1:]))
+
+
+def test_pose_refinement_moves_the_head_about_its_origin(synthetic_dataset: Path, tmp_path: Path):
+    refine = HeadPoseRefinement(3)
+    trainer = tiny_trainer(synthetic_dataset, tmp_path, pose_refinement=True)
+    cameras = trainer.pipeline.datamanager.train_dataset.cameras[:2]
+    idx = torch.tensor([0, 2])
+    same = refine(cameras, idx)
+    assert torch.allclose(same.camera_to_worlds, cameras.camera_to_worlds, atol=1e-6)
+    with torch.no_grad():
+        refine.correction[2, 3:] = torch.tensor([0.0, 0.2, 0.0])  # 0.2 rad about canonical y
+    moved = refine(cameras, idx).camera_to_worlds.detach()
+    rotation = moved[1, :, :3] @ cameras.camera_to_worlds[1, :, :3].T
+    assert math.isclose(math.degrees(math.acos((float(torch.trace(rotation)) - 1) / 2)), math.degrees(0.2), rel_tol=1e-3)
+    # Distances to the head's origin are kept: a rigid motion of the head, not a camera shift.
+    assert torch.allclose(moved[:, :, 3].norm(dim=-1), cameras.camera_to_worlds[:, :, 3].norm(dim=-1))
+
+    # In training the corrections of the batch's images (only) get gradients; renders outside training ignore them.
+    model, datamanager = trainer.pipeline.model, trainer.pipeline.datamanager
+    cams, batch = datamanager.next_train(0)
+    loss = sum(model.get_loss_dict(model(cams, batch), batch).values())
+    loss.backward()
+    grad = model.pose_refinement.correction.grad
+    used = set(batch["image_idx"].tolist())
+    assert all(grad[i].abs().sum() > 0 for i in used)
+    assert all(grad[i].abs().sum() == 0 for i in range(len(grad)) if i not in used)
+    assert "pose_refinement" in model.get_param_groups()
+    model.eval()
+    with torch.no_grad():
+        model.pose_refinement.correction.normal_(0, 0.3)
+        item = datamanager.eval_dataset.get_data(0)
+        camera = datamanager.eval_dataset.cameras[0:1]
+        before = model.get_outputs_for_camera(camera, batch=item)["rgb"]
+        model.pose_refinement.correction.zero_()
+        model.clear_plane_cache()
+        assert torch.equal(before, model.get_outputs_for_camera(camera, batch=item)["rgb"])
+
+
+def _face_square_boxes(pipeline):
+    from latentavatar_ns.model.regions import region_boxes
+
+    def boxes(split, index, width, height):
+        dataset = pipeline.datamanager.train_dataset if split == "train" else pipeline.datamanager.eval_dataset
+        fractions = region_boxes(dataset.crop_affines[index], width, height)
+        return {name: pixel_box(f, width, height) for name, f in zip(REGIONS, fractions)}
+
+    return boxes
+
+
+def test_expressiveness_scores_an_avatar_that_ignores_its_code_as_zero(tiny_trained_run: Path, monkeypatch):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from latentavatar_ns.expressiveness import RegionScorer, code_spread, contact_sheet, score_split, silhouette_iou
+
+    _, pipeline, _, _ = eval_setup(tiny_trained_run, test_mode="test")
+    model = pipeline.model
+    boxes = _face_square_boxes(pipeline)
+    scorer = RegionScorer()
+    stored = model.frame_codes.clone()
+    scores = score_split(pipeline, "eval", [0, 1, 2], boxes, scorer)
+    assert torch.equal(stored, model.frame_codes)  # scoring leaves the avatar's codes alone
+    assert set(scores["gain_db"]) == {"full", *REGIONS}
+    assert any(abs(v) > 0 for v in scores["gain_db"].values())
+    assert 0.0 <= scores["silhouette_iou"]["own"] <= 1.0
+    spread = code_spread(pipeline, [0, 1, 2])
+    assert spread["pairs"] == 2 and spread["code_change_rms"] > 0 and spread["pose_change_rms"] > 0
+
+    sheet = contact_sheet(pipeline, [0, 2], boxes)
+    assert sheet.shape == (2 * 64, 3 * 64, 3)
+    from latentavatar_ns.expressiveness import REGION_COLOURS
+    for colour in REGION_COLOURS.values():  # every region is boxed on the sheet
+        assert (np.abs(sheet - np.asarray(colour)).sum(-1) < 1e-6).any()
+
+    average = model.frame_codes[: model.num_train_frames].mean(dim=0, keepdim=True)
+    triplanes = model.triplanes
+    monkeypatch.setattr(model, "triplanes", lambda code: triplanes(average.expand(len(code), -1)))
+    model.clear_plane_cache()
+    ignored = score_split(pipeline, "eval", [0, 1, 2], boxes, scorer)
+    assert all(abs(v) < 1e-4 for v in ignored["gain_db"].values())
+    assert ignored["silhouette_iou"]["own"] == pytest.approx(ignored["silhouette_iou"]["mean_code"])
+    assert code_spread(pipeline, [0, 1])["code_change_rms"] < 1e-6
+    mask = torch.zeros(8, 8, 1)
+    mask[2:6, 2:6] = 1
+    assert silhouette_iou(mask[None], mask) == 1.0
+    assert silhouette_iou(torch.zeros(1, 8, 8, 1), mask) == 0.0
