@@ -31,6 +31,8 @@ from latentavatar_ns.data.synthetic import (
     canonical_to_pixel,
     make_background,
     make_dataset,
+    region_boxes,
+    region_boxes_of_frame,
     render_head,
     sample_expressions,
     sample_motion,
@@ -40,10 +42,10 @@ FRONT = np.array([0.0, 0.0, 0.0, 0.0, 0.013, 0.0])
 SCALE = 0.1
 
 
-def render(identity: int = 0, size: int = 96, pose: np.ndarray = FRONT, **expression) -> tuple:
+def render(identity: int = 0, size: int = 96, pose: np.ndarray = FRONT, detail: bool = False, **expression) -> tuple:
     camera = CameraSpec.official(size)
     return render_head(HeadIdentity.preset(identity), Expression(**expression), pose, SCALE, camera,
-                       make_background(size, size, seed=3))
+                       make_background(size, size, seed=3), detail=detail)
 
 
 def region(points: np.ndarray, size: int = 96, pad: int = 2) -> tuple:
@@ -239,3 +241,139 @@ def test_cli_writes_a_dataset(tmp_path: Path, monkeypatch, capsys):
     assert str(out) in capsys.readouterr().out and len(list(out.glob("*/img_*.png"))) == 3
     with pytest.raises(SystemExit, match="not empty"):
         synth.main()
+
+
+# ----------------------------------------------------------------------------------------------
+# Detailed heads and region boxes
+
+
+@pytest.fixture(scope="module")
+def detailed_dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("detail") / "head", identity=1, num_frames=4, resolution=48,
+                        eval_fraction=0.25, seed=3, image_format="png", progress=False, detail=True)
+
+
+def images_of(dataset: Path) -> list:
+    return [np.asarray(Image.open(f.image), dtype=np.float32) / 255
+            for split in ("train", "eval") for f in list_frames(dataset / split)]
+
+
+def test_detailed_dataset_is_deterministic_and_not_smooth(tmp_path: Path, detailed_dataset: Path, monkeypatch):
+    # The same dataset again, through the command line's --detail flag.
+    again = tmp_path / "again"
+    monkeypatch.setattr(sys, "argv", ["ns-latentavatar-synth", "--output-dir", str(again), "--identity", "1",
+                                      "--num-frames", "4", "--resolution", "48", "--eval-fraction", "0.25",
+                                      "--seed", "3", "--image-format", "png", "--detail"])
+    synth.main()
+    detailed = images_of(detailed_dataset)
+    assert len(detailed) == 4 and all(np.array_equal(a, b) for a, b in zip(detailed, images_of(again)))
+    assert json.loads((detailed_dataset / synth.SYNTH_FILE).read_text())["detail"] is True
+    smooth = make_dataset(tmp_path / "smooth", identity=1, num_frames=4, resolution=48, eval_fraction=0.25, seed=3,
+                          image_format="png", progress=False)
+    assert json.loads((smooth / synth.SYNTH_FILE).read_text())["detail"] is False
+    for a, b, f in zip(detailed, images_of(smooth), list_frames(smooth / "train") + list_frames(smooth / "eval")):
+        head = np.asarray(Image.open(f.mask)) > 127
+        assert np.abs(a - b)[head].mean() > 0.005
+    # Same expression, same geometry: the detailed paint differs on the head, the silhouette does not.
+    (rgb, mask), (rgb_d, mask_d) = render(jaw_open=0.6), render(jaw_open=0.6, detail=True)
+    assert np.abs(mask - mask_d).mean() < 1e-3
+    assert np.abs(rgb - rgb_d)[mask == 1].mean() > 0.02
+
+
+def test_detailed_head_has_highlights():
+    """A red head under white light: Lambert shading of a pure red albedo leaves green at exactly 0,
+    so green on the detailed head's pure-red skin can only be a specular highlight."""
+    size = 96
+    camera = CameraSpec.official(size)
+    red = dataclasses.replace(HeadIdentity.preset(0), skin=(1.0, 0.0, 0.0))
+    black = np.zeros((size, size, 3))
+    for pose in (FRONT, np.array([0.1, 0.4, 0.0, 0.0, 0.013, 0.0])):
+        smooth, mask = render_head(red, Expression(), pose, SCALE, camera, black)
+        detailed, _ = render_head(red, Expression(), pose, SCALE, camera, black, detail=True)
+        lambert_red = (mask == 1) & (smooth[..., 1] == 0)
+        assert lambert_red.sum() > 500
+        assert (detailed[..., 1][lambert_red] > 0.02).mean() > 0.03, "no sheen on the skin"
+        assert detailed[..., 1][lambert_red].max() < 0.2, "skin highlights should stay mild"
+    # The cornea: a near-white glint in the eye (at 160 px it covers a whole pixel).
+    rgb = render(size=160, detail=True)[0]
+    eye = region([[synth.EYE_X - 0.1, synth.EYE_Y - 0.08, 0.8], [synth.EYE_X + 0.1, synth.EYE_Y + 0.1, 0.8]], size=160)
+    assert rgb[eye].min(axis=-1).max() > 0.95
+
+
+def test_detailed_mouth_has_bright_teeth_and_a_dark_inside():
+    size = 96
+    x0, y0, x1, y1 = region_boxes(FRONT, SCALE, CameraSpec.official(size))["mouth"]
+    for identity in (0, 1):
+        smooth = render(identity, size, jaw_open=1.0)[0][y0:y1, x0:x1]
+        detailed = render(identity, size, jaw_open=1.0, detail=True)[0][y0:y1, x0:x1]
+        assert detailed.max(axis=-1).min() < 0.15 and detailed.max(axis=-1).min() < smooth.max(axis=-1).min()
+        assert detailed.min(axis=-1).max() > 0.85
+
+
+def test_smooth_expressions_are_unchanged_and_detailed_ones_are_wider():
+    values = np.stack([e.to_array() for e in sample_expressions(150, seed=1)])
+    assert np.allclose(values[0], [0.209, 0.025353, 0.0, 0.0, 0.03177, 0.079172, -0.25413], atol=1e-6)
+    assert np.allclose(values[148], [0.006391, 0.968521, 0.962629, 0.962629, 0.717089, 0.26867, -0.464395],
+                       atol=1e-6)
+    assert sample_expressions(60, seed=4, detail=False) == sample_expressions(60, seed=4)
+    for seed in range(4):
+        v = np.stack([e.to_array() for e in sample_expressions(60, seed, detail=True)])
+        right, left = v[:, 2], v[:, 3]
+        winks = ((right > 0.9) & (left < 0.1)) | ((left > 0.9) & (right < 0.1))
+        assert winks.any(), f"seed {seed}: no wink in 60 frames"
+    assert sample_expressions(60, 0, detail=True) == sample_expressions(60, 0, detail=True)
+    stats = {}
+    for detail in (False, True):
+        v = np.concatenate([np.stack([e.to_array() for e in sample_expressions(400, seed, detail=detail)])
+                            for seed in range(4)])
+        assert np.all(v[:, :5] >= 0) and np.all(v[:, :5] <= 1) and np.all(np.abs(v[:, 5:]) <= 1)
+        stats[detail] = np.array([(v[:, 0] > 0.7).mean(), (v[:, 4] > 0.5).mean(),
+                                  (np.abs(v[:, 5:]) > 0.6).any(axis=1).mean()])
+    assert np.all(stats[True] > 1.3 * stats[False]), "wide mouth, raised brows and far gaze are more frequent"
+
+
+def test_region_boxes_hold_the_mouth_and_the_eyes():
+    size = 96
+    camera = CameraSpec.official(size)
+    poses, scales = sample_motion(120, seed=2)
+    for i in (0, 40, 80):
+        boxes = region_boxes(poses[i], scales[i], camera)
+        assert set(boxes) == {"mouth", "eyes"}
+        for name, points in (("mouth", [[0.0, synth.MOUTH_Y, 0.8]]),
+                             ("eyes", [[-synth.EYE_X, synth.EYE_Y, 0.75], [synth.EYE_X, synth.EYE_Y, 0.75]])):
+            x0, y0, x1, y1 = boxes[name]
+            assert all(isinstance(c, int) for c in boxes[name])
+            assert 0 <= x0 < x1 <= size and 0 <= y0 < y1 <= size
+            uv = canonical_to_pixel(np.array(points), poses[i], scales[i], camera)
+            assert np.all((uv[:, 0] > x0) & (uv[:, 0] < x1) & (uv[:, 1] > y0) & (uv[:, 1] < y1)), name
+        assert boxes["eyes"][3] <= boxes["mouth"][1], "the eyes are above the mouth"
+
+        def change_inside_vs_outside(name, **expression):
+            before = render(1, size, poses[i], detail=True)[0]
+            after = render(1, size, poses[i], detail=True, **expression)[0]
+            change = np.abs(after - before).sum(axis=-1)
+            x0, y0, x1, y1 = boxes[name]
+            inside = np.zeros(change.shape, dtype=bool)
+            inside[y0:y1, x0:x1] = True
+            return change[inside].mean() / max(change[~inside].mean(), 1e-9)
+
+        assert change_inside_vs_outside("mouth", jaw_open=1.0) > 10
+        assert change_inside_vs_outside("eyes", blink_left=1.0, blink_right=1.0) > 10
+    # Clipped to the image when the head leaves the frame.
+    off = poses[0].copy()
+    off[3] = 0.3
+    assert all(0 <= c <= size for box in region_boxes(off, scales[0], camera).values() for c in box)
+
+
+def test_region_boxes_of_a_dataset_frame(detailed_dataset: Path):
+    camera = read_camera(detailed_dataset, 48, 48)
+    for split, count in (("train", 3), ("eval", 1)):
+        for f in list_frames(detailed_dataset / split)[:count]:
+            params = load_params(f.params)
+            boxes = region_boxes_of_frame(detailed_dataset, split, f.index)
+            assert boxes == region_boxes(params.pose, params.scale, camera)
+            assert boxes["mouth"][0] < boxes["mouth"][2]
+    with pytest.raises(DatasetError, match="view"):
+        region_boxes_of_frame(detailed_dataset, "train", 0, view="cam00")
+    with pytest.raises(DatasetError, match="no image"):
+        region_boxes_of_frame(detailed_dataset, "train", 99)

@@ -13,6 +13,14 @@ along +z), everything inside ``format.OFFICIAL_BOX`` with a margin. A world poin
 The head is a union of convex primitives (ellipsoids, a clipped cylinder). Hair, eyelids and the
 mouth are "shells with holes": where a primitive's entry point falls in its hole the primitive is
 skipped and the ray goes on to what lies behind it (scalp, eyeball, mouth interior).
+
+``detail=True`` (``render_head``, ``make_dataset``) paints the harder head a real face is: skin and
+hair texture (procedural noise in canonical coordinates, so it moves rigidly with the head), crisp
+eyes with white sclera and a dark limbal ring, outlined lips, separated teeth, a very dark mouth and
+Blinn-Phong highlights of the same head-fixed light. Highlights are the one view-dependent part of
+the radiance: still a static canonical field per expression, but one a view-independent colour
+cannot fit exactly. :func:`region_boxes` gives the pixel boxes of the mouth and the eyes, where an
+avatar's expressiveness shows.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple
@@ -27,6 +36,7 @@ from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple
 import numpy as np
 
 from latentavatar_ns.data.format import (
+    IMAGE_SUFFIXES,
     SPLITS,
     CameraRig,
     CameraSpec,
@@ -40,6 +50,7 @@ from latentavatar_ns.data.format import (
     matrix_to_axis_angle,
     project_points,
     read_camera,
+    read_rig,
     save_params,
     write_camera,
     write_rig,
@@ -72,6 +83,11 @@ _LIGHT = np.array([-0.35, 0.5, 0.8]) / np.linalg.norm([-0.35, 0.5, 0.8])
 _AMBIENT = 0.38
 # Eyes, nose and mouth lie in this canonical box; their primitives are only tested on rays through it.
 _FEATURE_BOX = (np.array([-0.5, -0.85, 0.3]), np.array([0.5, 0.45, 1.05]))
+# Detailed heads: Blinn-Phong highlight (strength, sharpness) per material. Skin is mostly matte,
+# lips and teeth are wet, the cornea is a mirror that shows the light as a small sharp spot.
+_SHINE_SKIN, _SHINE_LIPS, _SHINE_HAIR = (0.06, 30.0), (0.28, 45.0), (0.1, 28.0)
+_SHINE_EYE, _SHINE_TEETH = (1.2, 80.0), (0.3, 50.0)
+_FRECKLE_TINT = np.array([0.72, 0.55, 0.45])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,15 +329,62 @@ def _lambert(n: np.ndarray) -> np.ndarray:
     return (_AMBIENT + (1.0 - _AMBIENT) * np.clip(n @ _LIGHT, 0.0, 1.0))[:, None]
 
 
+_HASH_X, _HASH_Y, _HASH_Z = np.uint32(0x9E3779B1), np.uint32(0x85EBCA77), np.uint32(0xC2B2AE3D)
+
+
+def _hash01(h: np.ndarray) -> np.ndarray:
+    """Uniform [0, 1) float32 values of mixed lattice keys (uint32): fixed integer arithmetic, so a
+    texture is the same on every machine and in every run."""
+    h = h ^ (h >> np.uint32(15))
+    h *= np.uint32(0x2C1B3C6D)
+    h ^= h >> np.uint32(13)
+    return (h >> np.uint32(8)).astype(np.float32) * np.float32(1.0 / 16777216.0)
+
+
+def _value_noise(q: np.ndarray, salt: int) -> np.ndarray:
+    """Smooth 3D value noise in [-1, 1] (float32) at (N, 3) points ``q``, one feature per unit lattice cell.
+
+    Trilinear blend (smoothstep weights) of the hashed values at the cell's eight corners: cheap,
+    continuous, and a function of the point alone, so texture painted with it sticks to the surface.
+    """
+    cell = np.floor(q)
+    f = (q - cell).astype(np.float32)
+    w = f * f * (np.float32(3.0) - np.float32(2.0) * f)
+    i = cell.astype(np.int64).astype(np.uint32)
+    kx, ky, kz = i[:, 0] * _HASH_X, i[:, 1] * _HASH_Y, (i[:, 2] * _HASH_Z) ^ np.uint32(salt & 0xFFFFFFFF)
+    wx, wy, wz = w[:, 0], w[:, 1], w[:, 2]
+
+    def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return a + (b - a) * t
+
+    planes = []
+    for z in (kz, kz + _HASH_Z):
+        rows = []
+        for y in (ky, ky + _HASH_Y):
+            yz = y ^ z
+            rows.append(lerp(_hash01(kx ^ yz), _hash01((kx + _HASH_X) ^ yz), wx))
+        planes.append(lerp(rows[0], rows[1], wy))
+    return np.float32(2.0) * lerp(planes[0], planes[1], wz) - np.float32(1.0)
+
+
 # ----------------------------------------------------------------------------------------------
 # The head
 
 
 class _Scene:
-    """One head with one expression: primitive geometry plus the paint that goes on it."""
+    """One head with one expression: primitive geometry plus the paint that goes on it.
 
-    def __init__(self, ident: HeadIdentity, expr: Expression):
+    ``detail`` adds texture, crisper features and highlights to the paint; the geometry is the same.
+    """
+
+    def __init__(self, ident: HeadIdentity, expr: Expression, detail: bool = False):
         self.ident = ident
+        self.detail = bool(detail)
+        # Where this person's texture noise is sampled: two people do not share freckles.
+        salt = zlib.crc32(repr(ident).encode())
+        self.noise_offset = np.array([salt % 97, (salt // 97) % 89, (salt // 8633) % 83], dtype=np.float64)
+        self.view_origin = np.zeros(3)
+        """The camera centre in canonical space (set by :meth:`trace`), for view-dependent highlights."""
         self.jaw = float(np.clip(expr.jaw_open, 0.0, 1.0))
         self.smile = float(np.clip(expr.smile, 0.0, 1.0))
         self.brow_lift = 0.1 * float(np.clip(expr.brow_raise, 0.0, 1.0))
@@ -411,6 +474,7 @@ class _Scene:
     def trace(self, rays: _Rays) -> Tuple[np.ndarray, np.ndarray]:
         """Colour (N, 3) and coverage (N,) of rays in canonical space (colour is 0 where uncovered)."""
         n = rays.dx.shape[0]
+        self.view_origin = np.asarray(rays.origin, dtype=np.float64)
         # Each candidate surface: entry distances (inf: no hit), and how to shade its points (skin
         # surfaces are shaded together, in one batch, so their shading normals can blend).
         surfaces: List[Tuple[np.ndarray, Optional[Callable[[np.ndarray], np.ndarray]], Optional[object]]] = []
@@ -439,6 +503,8 @@ class _Scene:
                 hole = self._mouth_rows(sub, t)
                 t[hole] = np.inf
                 punched[hole] = True
+            if self.detail:  # the neck runs inside the mouth cavity: through the opening, only the mouth shows
+                skin_t[-1][near[punched]] = np.inf
         for part, t in zip(skin_parts, skin_t):
             add(t, None, skin_part=part)
         for part, t in zip((self.nose_bridge, self.nose_tip), nose_t):
@@ -504,11 +570,18 @@ class _Scene:
         return _normalize(total)
 
     def _skin_albedo(self, p: np.ndarray) -> np.ndarray:
+        return self._skin_paint(p)[0]
+
+    def _skin_paint(self, p: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Skin albedo (N, 3) at canonical points ``p``, and how much of each point is lip (N,): lips are wetter."""
         x, y, z = p[:, 0], p[:, 1], p[:, 2]
         skin = np.asarray(self.ident.skin)
         grain = (1.0 + 0.03 * np.sin(7.1 * x + 1.3) * np.sin(6.3 * y + 0.7) * np.sin(5.9 * z + 2.1)
                  + 0.012 * np.sin(31.0 * x + 17.0 * y) * np.sin(23.0 * z - 11.0 * y))
         col = skin[None, :] * grain[:, None]
+        if self.detail:
+            col *= self._skin_texture(p)
+        lips = np.zeros(p.shape[0])
         face = np.flatnonzero(z > 0.2)  # the paint below lives on the front of the head only
         x, y, z, front = x[face], y[face], z[face], _smoothstep(0.2, 0.5, z[face])
         ax = np.abs(x)
@@ -532,17 +605,70 @@ class _Scene:
         inside, upper, lower = self._mouth_curves(x)
         s = np.clip(1.0 - (x / self.mouth_half_width) ** 2, 0.0, 1.0)
         bow = 0.012 * np.exp(-(((np.abs(x) - 0.05) / 0.04) ** 2))
-        lip = ((y < upper + 0.055 * s**0.4 + bow) & (y > lower - 0.07 * s**0.5)) \
-            * (1.0 - _smoothstep(0.92, 1.05, np.abs(x) / self.mouth_half_width))
+        top, bottom = upper + 0.055 * s**0.4 + bow, lower - 0.07 * s**0.5
+        lip = ((y < top) & (y > bottom)) * (1.0 - _smoothstep(0.92, 1.05, np.abs(x) / self.mouth_half_width))
         rows = face[rows]
-        col[rows] = col[rows] * (1.0 - lip[:, None]) + np.asarray(self.ident.lip_color)[None, :] * lip[:, None]
+        lip_col = np.asarray(self.ident.lip_color)[None, :]
+        if self.detail:
+            lip_col = lip_col * self._lip_texture(p[rows], y > upper)
+        col[rows] = col[rows] * (1.0 - lip[:, None]) + lip_col * lip[:, None]
+        if self.detail:
+            col[rows] *= self._lip_outline(x, y, top, bottom)[:, None]
+        lips[rows] = lip
         seam = rows[inside & (y < upper + 0.006) & (y > lower - 0.006)]
         col[seam] = col[seam] * 0.35 + np.array([0.2, 0.05, 0.05]) * 0.65
-        return col
+        return col, lips
+
+    # Detailed paint: texture is noise of the canonical point (offset per person), so it moves rigidly
+    # with the head; every factor is a multiplier, which keeps the hue of the paint it sits on.
+
+    def _noise(self, p: np.ndarray, freq: Sequence[float], salt: int) -> np.ndarray:
+        return _value_noise((p + self.noise_offset) * np.asarray(freq, dtype=np.float64), salt)
+
+    def _skin_rest(self, p: np.ndarray) -> np.ndarray:
+        """Where skin points were with the jaw closed: texture sampled there stretches with the lower
+        face as the jaw drops (the chin moves ``0.1 * jaw`` down) instead of swimming over it; the neck,
+        behind the jaw, stays put."""
+        if self.jaw == 0:
+            return p
+        rest = p.copy()
+        jaw = np.clip((MOUTH_Y - p[:, 1]) / 0.45, 0.0, 1.0) * _smoothstep(-0.1, 0.2, p[:, 2])
+        rest[:, 1] += 0.1 * self.jaw * jaw
+        return rest
+
+    def _skin_texture(self, p: np.ndarray) -> np.ndarray:
+        """(N, 3) albedo factors: blotchy mottling (about +-10%, a little redder where darker), fine
+        pore grain, and freckles on the face, as a real face has at a benchmark's resolution."""
+        p = self._skin_rest(p)
+        mottle = self._noise(p, (6.0, 6.0, 6.0), 1)
+        tone = 1.0 + 0.1 * mottle + 0.045 * self._noise(p, (23.0, 23.0, 23.0), 3)
+        factor = np.repeat(tone[:, None], 3, axis=1)
+        factor[:, 1:] *= (1.0 + 0.04 * mottle)[:, None]
+        freckles = _smoothstep(0.66, 0.82, self._noise(p, (19.0, 19.0, 19.0), 4)) * _smoothstep(0.2, 0.45, p[:, 2])
+        return factor * (1.0 - 0.35 * freckles[:, None] * (1.0 - _FRECKLE_TINT)[None, :])
+
+    def _lip_texture(self, p: np.ndarray, upper_lip: np.ndarray) -> np.ndarray:
+        """(N, 1) lip colour factors: fine vertical creases, and the upper lip darker (it faces down,
+        away from the light)."""
+        creases = 1.0 + 0.1 * self._noise(self._skin_rest(p), (45.0, 4.0, 45.0), 5)
+        return (creases * np.where(upper_lip, 0.82, 1.0))[:, None]
+
+    def _lip_outline(self, x: np.ndarray, y: np.ndarray, top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+        """(N,) darkening along the lips' outer edges and into the mouth corners, against the skin."""
+        edge = np.minimum(np.abs(y - top), np.abs(y - bottom))
+        along = 1.0 - _smoothstep(0.98, 1.06, np.abs(x) / self.mouth_half_width)
+        return 1.0 - 0.45 * np.exp(-((edge / 0.013) ** 2)) * along
+
+    def _specular(self, p: np.ndarray, normal: np.ndarray, strength, sharpness) -> np.ndarray:
+        """(N, 1) Blinn-Phong highlight of the head-fixed light seen from the camera, added as white;
+        ``strength`` and ``sharpness`` are numbers or (N,) arrays (materials mixing at a point)."""
+        half = _normalize(_normalize(self.view_origin[None, :] - p) + _LIGHT[None, :])
+        spec = np.clip(np.einsum("ij,ij->i", normal, half), 0.0, 1.0) ** sharpness
+        return (strength * np.where(normal @ _LIGHT > 0.0, spec, 0.0))[:, None]
 
     def _skin_color(self, p: np.ndarray, ids: np.ndarray, parts: List[object]) -> np.ndarray:
         """Skin points ``p`` lying on ``parts[ids]``: albedo, per-part details, and shading."""
-        col = self._skin_albedo(p)
+        col, lips = self._skin_paint(p)
         normal = np.zeros_like(p)
         smooth = np.zeros(len(p), dtype=bool)
         for i in np.unique(ids):
@@ -565,23 +691,32 @@ class _Scene:
             elif part is self.neck:
                 col[rows] *= (0.78 + 0.22 * _smoothstep(-1.25, -1.5, q[:, 1]))[:, None]  # shadow under the jaw
         normal[smooth] = self._smooth_normal(p[smooth])
-        return col * _lambert(normal)
+        shaded = col * _lambert(normal)
+        if self.detail:
+            strength, sharpness = (a + (b - a) * lips for a, b in zip(_SHINE_SKIN, _SHINE_LIPS))
+            shaded += self._specular(p, normal, strength, sharpness)
+        return shaded
 
     def _lid_color(self, side: int, p: np.ndarray) -> np.ndarray:
         col = self._skin_albedo(p) * 0.96
         ux, uy, uz, upper, bottom = self._lid_coords(side, p)
         front = (uz > 0) & (np.abs(ux) < 0.9)
         s = np.clip(1.0 - (ux / 0.85) ** 2, 0.0, 1.0)
-        col[front & (uy > upper - 0.02) & (uy < upper + 0.09 + 0.04 * s)] = (0.08, 0.05, 0.04)  # lashes
+        lashes = front & (uy > upper - 0.02) & (uy < upper + 0.09 + 0.04 * s)
+        col[lashes] = (0.08, 0.05, 0.04)
         col[front & (uy < bottom) & (uy > bottom - 0.05)] *= 0.75
         top = 0.42 * s**0.6 + 0.05 * ux - 0.01
         col[front & (np.abs(uy - top - 0.28) < 0.03)] *= 0.85  # crease
-        return col * _lambert(self._smooth_normal(p))
+        normal = self._smooth_normal(p)
+        shaded = col * _lambert(normal)
+        if self.detail:
+            shaded += self._specular(p, normal, *_SHINE_SKIN) * ~lashes[:, None]
+        return shaded
 
     def _eye_color(self, side: int, p: np.ndarray) -> np.ndarray:
         n = _normalize(p - self.eye_centres[side])
         cos = n @ self.gaze
-        col = np.tile(np.array([0.93, 0.91, 0.88]), (p.shape[0], 1))
+        col = np.tile(np.array([0.97, 0.96, 0.94] if self.detail else [0.93, 0.91, 0.88]), (p.shape[0], 1))
         iris = cos > np.cos(0.5)
         ring = np.clip(np.arccos(np.clip(cos[iris], -1.0, 1.0)) / 0.5, 0.0, 1.0)
         # Radial streaks around the gaze axis, a darker limbal ring.
@@ -589,27 +724,58 @@ class _Scene:
         angle = np.arctan2(n[iris] @ np.cross(self.gaze, ref), n[iris] @ ref)
         streak = 1.0 + 0.18 * np.sin(23.0 * angle) * ring
         col[iris] = np.asarray(self.ident.eye_color)[None, :] * (streak * (1.1 - 0.6 * ring**4))[:, None]
-        col[cos > np.cos(0.2)] = (0.03, 0.03, 0.035)
+        if self.detail:  # a crisp, nearly black limbal ring around the iris, a black pupil
+            col[iris] *= (1.0 - 0.85 * _smoothstep(0.78, 0.97, ring))[:, None]
+        col[cos > np.cos(0.2)] = (0.01, 0.01, 0.012) if self.detail else (0.03, 0.03, 0.035)
         col *= (0.55 + 0.45 * np.clip(n @ _LIGHT, 0.0, 1.0))[:, None]
-        col[n @ _normalize(_LIGHT + np.array([0.0, 0.0, 1.0])) > 0.992] = 1.0  # catchlight
-        return col
+        if not self.detail:
+            col[n @ _normalize(_LIGHT + np.array([0.0, 0.0, 1.0])) > 0.992] = 1.0  # catchlight
+            return col
+        return col * self._lid_shadow(side, p)[:, None] + self._specular(p, n, *_SHINE_EYE)
+
+    def _lid_shadow(self, side: int, p: np.ndarray) -> np.ndarray:
+        """(N,) shade the upper lid and lashes cast on the eyeball just below them: the eye sits in its socket."""
+        _, uy, _, upper, _ = self._lid_coords(side, p)
+        return 0.65 + 0.35 * _smoothstep(0.0, 0.18, upper - uy)
 
     def _hair_color(self, p: np.ndarray) -> np.ndarray:
         rel = p - self.hair.centre
         azimuth = np.arctan2(rel[:, 0], rel[:, 2])
         strands = (1.0 + 0.12 * np.sin(70.0 * azimuth + 9.0 * np.sin(3.0 * rel[:, 1]))
                    + 0.06 * np.sin(150.0 * azimuth + 4.0 * rel[:, 1]))
-        return np.asarray(self.ident.hair_color)[None, :] * strands[:, None] * _lambert(self.hair.normal(p))
+        if not self.detail:
+            return np.asarray(self.ident.hair_color)[None, :] * strands[:, None] * _lambert(self.hair.normal(p))
+        strands = strands + self._hair_streaks(rel, azimuth)
+        normal = self.hair.normal(p)
+        return np.asarray(self.ident.hair_color)[None, :] * strands[:, None] * _lambert(normal) \
+            + self._specular(p, normal, *_SHINE_HAIR) * strands[:, None]
+
+    def _hair_streaks(self, rel: np.ndarray, azimuth: np.ndarray) -> np.ndarray:
+        """(N,) irregular strand stripes: noise on a cylinder around the head, fine across the strands
+        (around the azimuth) and long along them (down y); a cylinder, so the noise has no seam at the back."""
+        around = np.stack([np.cos(azimuth), np.sin(azimuth), np.zeros_like(azimuth)], axis=1)
+        coarse = around * 9.0 + np.outer(rel[:, 1], (0.0, 0.0, 1.3))
+        fine = around * 24.0 + np.outer(rel[:, 1], (0.0, 0.0, 2.5))
+        return 0.12 * self._noise(coarse, (1.0, 1.0, 1.0), 6) + 0.07 * self._noise(fine, (1.0, 1.0, 1.0), 7)
 
     def _teeth_color(self, p: np.ndarray) -> np.ndarray:
-        col = np.tile(np.array([0.95, 0.93, 0.86]), (p.shape[0], 1))
+        col = np.tile(np.array([0.98, 0.97, 0.92] if self.detail else [0.95, 0.93, 0.86]), (p.shape[0], 1))
         angle = np.arctan2(p[:, 0] - self.teeth.centre_xz[0], p[:, 2] - self.teeth.centre_xz[1])
-        col[np.abs(np.sin(angle * 14.0)) < 0.12] *= 0.6
-        return col * (0.55 + 0.45 * np.clip(self.teeth.normal(p) @ _LIGHT, 0.0, 1.0))[:, None]
+        normal = self.teeth.normal(p)
+        diffuse = (0.55 + 0.45 * np.clip(normal @ _LIGHT, 0.0, 1.0))[:, None]
+        if not self.detail:
+            col[np.abs(np.sin(angle * 14.0)) < 0.12] *= 0.6
+            return col * diffuse
+        solid = _smoothstep(0.08, 0.3, np.abs(np.sin(angle * 14.0)))[:, None]  # 0 in the dark gaps between teeth
+        col *= 0.1 + 0.9 * solid
+        return col * diffuse + self._specular(p, normal, *_SHINE_TEETH) * solid
 
     def _cavity_color(self, p: np.ndarray) -> np.ndarray:
         col = np.tile(np.array([0.22, 0.05, 0.06]), (p.shape[0], 1))
-        col[p[:, 1] < MOUTH_Y - 0.1] = (0.5, 0.2, 0.22)  # tongue
+        tongue = p[:, 1] < MOUTH_Y - 0.1
+        col[tongue] = (0.5, 0.2, 0.22)
+        if self.detail:  # the mouth is a deep cavity: little light reaches in
+            col *= np.where(tongue, 0.6, 0.25)[:, None]
         return col * (0.35 + 0.65 * _smoothstep(-0.3, 0.4, np.clip(p[:, 2], -1.0, 1.0)))[:, None]
 
 
@@ -631,6 +797,11 @@ def make_background(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.clip(bg + texture[..., None], 0.0, 1.0).astype(np.float32)
 
 
+def _box_corners(lo: Sequence[float], hi: Sequence[float]) -> np.ndarray:
+    """(8, 3) corners of the axis-aligned box [lo, hi]."""
+    return np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+
+
 class _Caster:
     """Casts pixel rays of one camera into the canonical space of one head pose."""
 
@@ -646,7 +817,7 @@ class _Caster:
 
     def pixel_rect(self, lo: np.ndarray, hi: np.ndarray) -> Tuple[int, int, int, int]:
         """Pixel rows and columns (v0, v1, u0, u1) that can see the canonical box [lo, hi]."""
-        corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+        corners = _box_corners(lo, hi)
         world = corners @ head_to_world(self.pose, self.scale)[:3, :3].T + self.pose[3:6]
         w2c = np.asarray(self.camera.world_to_camera, dtype=np.float64)
         w, h = int(self.camera.width), int(self.camera.height)
@@ -674,20 +845,22 @@ def render_head(
     camera: CameraSpec,
     background: Optional[np.ndarray] = None,
     supersample: int = 3,
+    detail: bool = False,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Ray-cast one frame: (rgb HxWx3 composited on ``background``, mask HxW), float32 in [0, 1].
 
     ``pose`` is axis-angle (3) then translation (3) and ``scale`` is S, as in params files.
     ``background`` defaults to :func:`make_background` with seed 0. Pixels on an edge (colour or
     coverage differs from a neighbour) are re-cast with ``supersample`` x ``supersample`` rays, so
-    edges are antialiased and the mask is fractional there; 1 turns that off.
+    edges are antialiased and the mask is fractional there; 1 turns that off. ``detail`` paints the
+    detailed head (texture, crisp eyes, lips and teeth, highlights; see the module docstring).
     """
     h, w = int(camera.height), int(camera.width)
     if background is None:
         background = make_background(w, h)
     background = np.asarray(background, dtype=np.float64).reshape(h, w, 3)
     pose = np.asarray(pose, dtype=np.float64).reshape(6)
-    scene = _Scene(identity, expression)
+    scene = _Scene(identity, expression, detail)
     caster = _Caster(camera, pose, scale)
     rgb = background.copy()
     alpha = np.zeros((h, w))
@@ -703,9 +876,13 @@ def render_head(
         edge = np.zeros(uu.shape, dtype=bool)
         step_v = np.zeros((uu.shape[0] - 1, uu.shape[1]), dtype=bool)
         step_u = np.zeros((uu.shape[0], uu.shape[1] - 1), dtype=bool)
-        for channel in (patch[..., 0], patch[..., 1], patch[..., 2], cov):
-            step_v |= np.abs(np.diff(channel, axis=0)) > 0.04
-            step_u |= np.abs(np.diff(channel, axis=1)) > 0.04
+        # Texture makes neighbours differ a little everywhere: a detailed head re-casts only colour
+        # steps above its fine-texture contrast (feature and silhouette edges), at the smooth head's cost.
+        colour_step = 0.06 if detail else 0.04
+        for channel, step in ((patch[..., 0], colour_step), (patch[..., 1], colour_step),
+                              (patch[..., 2], colour_step), (cov, 0.04)):
+            step_v |= np.abs(np.diff(channel, axis=0)) > step
+            step_u |= np.abs(np.diff(channel, axis=1)) > step
         edge[1:] |= step_v
         edge[:-1] |= step_v
         edge[:, 1:] |= step_u
@@ -732,6 +909,70 @@ def canonical_to_pixel(points: np.ndarray, pose: np.ndarray, scale: float, camer
     m = head_to_world(np.asarray(pose, dtype=np.float64).reshape(6), scale)
     world = np.asarray(points, dtype=np.float64) @ m[:3, :3].T + m[:3, 3]
     return project_points(world, np.asarray(camera.world_to_camera, dtype=np.float64), camera.K)
+
+
+CANONICAL_REGIONS: Dict[str, Tuple[Vec3, Vec3]] = {
+    "mouth": ((-0.37, MOUTH_Y - 0.3, 0.53), (0.37, MOUTH_Y + 0.11, 0.84)),
+    "eyes": ((-EYE_X - 0.15, EYE_Y - 0.1, 0.58), (EYE_X + 0.15, EYE_Y + 0.14, 0.81)),
+}
+"""Canonical boxes (lo, hi) around the surfaces where expressions show, for every identity and
+expression. ``mouth``: the lips (with their outline) at the widest smile and the jaw fully open,
+and so everything seen through the opening (teeth, tongue); the chin moving down is outside it.
+``eyes``: both eyes with their lids, lashes and creases, below the brows. Depths span the
+front surfaces of all identities, so the projected box holds the region in any head pose."""
+
+
+def region_boxes(pose: np.ndarray, scale: float, camera: CameraSpec) -> Dict[str, Tuple[int, int, int, int]]:
+    """Pixel boxes ``{"mouth": (x0, y0, x1, y1), "eyes": (...)}`` of one frame, from the ground truth.
+
+    ``pose`` (6,) is axis-angle then translation and ``scale`` is S, as in params files; ``camera``
+    is the dataset's (``read_camera`` at the image size, or a view of a multi-view rig). Each box
+    bounds the projection of the eight corners of its box in :data:`CANONICAL_REGIONS`, whatever the
+    expression, so a metric restricted to it compares the same region in every frame and method.
+    Boxes are half-open pixel ranges clipped to the image: ``image[y0:y1, x0:x1]`` (H x W x C) is the
+    region, empty (x0 == x1 or y0 == y1) if it is out of view.
+    """
+    width, height = int(camera.width), int(camera.height)
+    boxes = {}
+    for name, (lo, hi) in CANONICAL_REGIONS.items():
+        uv = canonical_to_pixel(_box_corners(lo, hi), pose, scale, camera)
+        (x0, y0), (x1, y1) = np.floor(uv.min(axis=0)), np.ceil(uv.max(axis=0))
+        boxes[name] = (int(np.clip(x0, 0, width)), int(np.clip(y0, 0, height)),
+                       int(np.clip(x1, 0, width)), int(np.clip(y1, 0, height)))
+    return boxes
+
+
+def region_boxes_of_frame(dataset_dir: Path, split: str, index: int,
+                          view: Optional[str] = None) -> Dict[str, Tuple[int, int, int, int]]:
+    """:func:`region_boxes` of frame ``index`` of ``split`` (``train`` or ``eval``) of a dataset on disk.
+
+    Pose and scale come from the frame's params file, the camera from ``camera.json`` rescaled to the
+    frame's image size (the official camera if there is none; a per-frame ``intrinsics`` overrides
+    its K). A multi-view capture needs ``view`` (e.g. ``"cam01"``): the moment's boxes in that view.
+    """
+    dataset_dir = Path(dataset_dir)
+    rig = read_rig(dataset_dir)
+    if rig is None and view is not None:
+        raise DatasetError(f"{dataset_dir}: a single-camera dataset has no view {view!r}")
+    if rig is not None and view not in rig.views:
+        raise DatasetError(f"{dataset_dir}: a multi-view capture; name one of its views ({', '.join(rig.names)}), "
+                           f"got {view!r}")
+    files = frame_paths(dataset_dir / split, index, view=view)
+    image = next((files.image.with_suffix(suffix) for suffix in IMAGE_SUFFIXES
+                  if files.image.with_suffix(suffix).exists()), None)
+    if image is None:
+        raise DatasetError(f"{files.image.with_suffix('')}: no image ({', '.join(IMAGE_SUFFIXES)}) for frame {index}")
+    from PIL import Image
+
+    with Image.open(image) as img:  # reads the header only
+        width, height = img.size
+    camera = read_camera(dataset_dir, width, height) if rig is None else rig.rescaled(width, height).views[view]
+    params = load_params(files.params)
+    if params.intrinsics is not None:
+        k = params.intrinsics
+        camera = CameraSpec(width, height, float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]),
+                            camera.world_to_camera)
+    return region_boxes(params.pose, params.scale, camera)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -785,52 +1026,111 @@ def _segments(num_frames: int, rng: np.random.Generator, start: np.ndarray,
     return out
 
 
-def _draw_jaw(rng: np.random.Generator) -> List[Tuple[np.ndarray, int, int]]:
-    mode = rng.choice(3, p=[0.35, 0.5, 0.15])
+@dataclass(frozen=True)
+class _Repertoire:
+    """How often and how far a sampled performance goes: the odds and ranges the draws below use."""
+
+    jaw_modes: Tuple[float, float, float] = (0.35, 0.5, 0.15)
+    """Chances of a silent, a talking and a wide-open phase."""
+    talk_open: Tuple[float, float] = (0.25, 0.65)
+    wide_open: Tuple[float, float] = (0.75, 1.0)
+    smile_rest: float = 0.45
+    """Chance that a smile phase is no smile."""
+    smile_range: Tuple[float, float] = (0.3, 1.0)
+    brow_rest: float = 0.6
+    brow_range: Tuple[float, float] = (0.3, 1.0)
+    gaze_centre: float = 0.4
+    """Chance that a fixation is near the centre."""
+    gaze_range: Tuple[float, float] = (0.85, 0.6)
+    """Largest |gaze_x| and |gaze_y| of a fixation."""
+    blink_gap: Tuple[int, int] = (25, 80)
+    wink: float = 0.12
+    """Chance that a blink closes one eye only."""
+    wink_hold: Optional[Tuple[int, int]] = None
+    """Frames a wink stays shut (None: it is as quick as a blink)."""
+    first_wink: bool = False
+    """Make the first blink a wink, so that even a short sequence has one."""
+
+
+_NATURAL = _Repertoire()
+_WIDE = _Repertoire(jaw_modes=(0.25, 0.45, 0.3), talk_open=(0.3, 0.85), wide_open=(0.85, 1.0), smile_rest=0.35,
+                    smile_range=(0.4, 1.0), brow_rest=0.4, brow_range=(0.4, 1.0), gaze_centre=0.2,
+                    gaze_range=(1.0, 0.85), blink_gap=(18, 55), wink=0.5, wink_hold=(2, 8), first_wink=True)
+"""The detailed datasets' repertoire: wider mouth, brows and gaze, and frequent held winks, every
+value still inside the clipping ranges of :class:`Expression` (what the geometry supports)."""
+
+
+def _draw_jaw(rng: np.random.Generator, rep: _Repertoire) -> List[Tuple[np.ndarray, int, int]]:
+    mode = rng.choice(3, p=rep.jaw_modes)
     if mode == 0:  # silent
         return [(np.array([rng.uniform(0.0, 0.05)]), int(rng.integers(3, 7)), int(rng.integers(6, 25)))]
     if mode == 1:  # talking: syllables alternating open and nearly closed
         steps = []
         for _ in range(int(rng.integers(2, 6))):
-            steps.append((np.array([rng.uniform(0.25, 0.65)]), int(rng.integers(2, 4)), int(rng.integers(0, 3))))
+            steps.append((np.array([rng.uniform(*rep.talk_open)]), int(rng.integers(2, 4)), int(rng.integers(0, 3))))
             steps.append((np.array([rng.uniform(0.0, 0.15)]), int(rng.integers(2, 4)), int(rng.integers(0, 3))))
         return steps
-    return [(np.array([rng.uniform(0.75, 1.0)]), int(rng.integers(4, 8)), int(rng.integers(6, 16)))]  # wide open
+    return [(np.array([rng.uniform(*rep.wide_open)]), int(rng.integers(4, 8)),
+             int(rng.integers(6, 16)))]  # wide open
 
 
-def _draw_smile(rng: np.random.Generator) -> List[Tuple[np.ndarray, int, int]]:
-    value = 0.0 if rng.uniform() < 0.45 else rng.uniform(0.3, 1.0)
+def _draw_smile(rng: np.random.Generator, rep: _Repertoire) -> List[Tuple[np.ndarray, int, int]]:
+    value = 0.0 if rng.uniform() < rep.smile_rest else rng.uniform(*rep.smile_range)
     return [(np.array([value]), int(rng.integers(6, 13)), int(rng.integers(10, 45)))]
 
 
-def _draw_brow(rng: np.random.Generator) -> List[Tuple[np.ndarray, int, int]]:
-    value = 0.0 if rng.uniform() < 0.6 else rng.uniform(0.3, 1.0)
+def _draw_brow(rng: np.random.Generator, rep: _Repertoire) -> List[Tuple[np.ndarray, int, int]]:
+    value = 0.0 if rng.uniform() < rep.brow_rest else rng.uniform(*rep.brow_range)
     return [(np.array([value]), int(rng.integers(4, 9)), int(rng.integers(8, 30)))]
 
 
-def _draw_gaze(rng: np.random.Generator) -> List[Tuple[np.ndarray, int, int]]:
-    spread = 0.15 if rng.uniform() < 0.4 else 1.0  # often back near the centre
-    target = np.array([rng.uniform(-0.85, 0.85), rng.uniform(-0.6, 0.6)]) * spread
+def _draw_gaze(rng: np.random.Generator, rep: _Repertoire) -> List[Tuple[np.ndarray, int, int]]:
+    spread = 0.15 if rng.uniform() < rep.gaze_centre else 1.0  # often back near the centre
+    reach_x, reach_y = rep.gaze_range
+    target = np.array([rng.uniform(-reach_x, reach_x), rng.uniform(-reach_y, reach_y)]) * spread
     return [(target, 2, int(rng.integers(8, 40)))]  # saccade, then fixation
 
 
-def sample_expressions(num_frames: int, seed: int) -> List[Expression]:
-    """Smooth, natural expression sequences: short blinks (sometimes a wink), talking and wide-open
-    mouth phases, smiles, raised brows (also when the mouth opens wide) and saccadic gaze."""
-    rng = np.random.default_rng([seed, 2])
-    jaw = _segments(num_frames, rng, np.zeros(1), _draw_jaw)[:, 0]
-    smile = _segments(num_frames, rng, np.zeros(1), _draw_smile)[:, 0]
-    brow = np.maximum(_segments(num_frames, rng, np.zeros(1), _draw_brow)[:, 0], 0.9 * _smoothstep(0.6, 0.9, jaw))
-    gaze = _segments(num_frames, rng, np.zeros(2), _draw_gaze)
+def _blinks(num_frames: int, rng: np.random.Generator, rep: _Repertoire) -> np.ndarray:
+    """(N, 2) lid closure (right, left): short blinks of both eyes, some winks of one."""
     blinks = np.zeros((num_frames, 2))
-    frame = int(rng.integers(3, 30))
+    frame = first = int(rng.integers(3, 30))
     while frame < num_frames:
         length = int(rng.integers(5, 9))
         profile = np.sin(np.pi * np.arange(1, length + 1) / (length + 1)) ** 1.5
-        eyes = [int(rng.integers(2))] if rng.uniform() < 0.12 else [0, 1]
+        wink = rng.uniform() < rep.wink or (rep.first_wink and frame == first)
+        eyes = [int(rng.integers(2))] if wink else [0, 1]
+        if len(eyes) == 1 and rep.wink_hold is not None:  # a held wink: shut at the middle of the blink
+            middle = length // 2
+            hold = np.full(int(rng.integers(*rep.wink_hold)), profile.max())
+            profile = np.concatenate([profile[:middle], hold, profile[middle:]])
+            length = profile.size
         take = min(length, num_frames - frame)
         blinks[frame:frame + take, eyes] = np.maximum(blinks[frame:frame + take, eyes], profile[:take, None])
-        frame += length + int(rng.integers(25, 80))
+        frame += length + int(rng.integers(*rep.blink_gap))
+    return blinks
+
+
+def sample_expressions(num_frames: int, seed: int, detail: bool = False) -> List[Expression]:
+    """Smooth, natural expression sequences: short blinks (sometimes a wink), talking and wide-open
+    mouth phases, smiles, raised brows (also when the mouth opens wide) and saccadic gaze.
+
+    ``detail`` samples the wider repertoire of detailed datasets (an expressiveness benchmark needs
+    the extremes): more and wider mouth opening, bigger smiles, brows and gaze, and frequent winks
+    held shut for a few frames. Without it the sequences are exactly the natural ones.
+    """
+    rep = _WIDE if detail else _NATURAL
+    rng = np.random.default_rng([seed, 2])
+
+    def draw(fn: Callable[[np.random.Generator, _Repertoire], List[Tuple[np.ndarray, int, int]]]):
+        return lambda generator: fn(generator, rep)
+
+    jaw = _segments(num_frames, rng, np.zeros(1), draw(_draw_jaw))[:, 0]
+    smile = _segments(num_frames, rng, np.zeros(1), draw(_draw_smile))[:, 0]
+    brow = np.maximum(_segments(num_frames, rng, np.zeros(1), draw(_draw_brow))[:, 0],
+                      0.9 * _smoothstep(0.6, 0.9, jaw))
+    gaze = _segments(num_frames, rng, np.zeros(2), draw(_draw_gaze))
+    blinks = _blinks(num_frames, rng, rep)
     values = np.stack([jaw, smile, blinks[:, 0], blinks[:, 1], brow, gaze[:, 0], gaze[:, 1]], axis=1)
     return [Expression.from_array(row) for row in np.round(values, 6)]
 
@@ -857,7 +1157,8 @@ def _dataset_seeds(seed: int, identity: int) -> Tuple[int, int, int]:
     return int(a), int(b), int(c)
 
 
-def _own_frames(num_frames: int, eval_fraction: float, motion_seed: int, expression_seed: int) -> List[_Frame]:
+def _own_frames(num_frames: int, eval_fraction: float, motion_seed: int, expression_seed: int,
+                detail: bool = False) -> List[_Frame]:
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if not 0.0 <= eval_fraction < 1.0:
@@ -866,7 +1167,7 @@ def _own_frames(num_frames: int, eval_fraction: float, motion_seed: int, express
     if num_eval >= num_frames:
         raise ValueError(f"{num_frames} frames leave none to train on with eval_fraction={eval_fraction}")
     poses, scales = sample_motion(num_frames, motion_seed)
-    expressions = sample_expressions(num_frames, expression_seed)
+    expressions = sample_expressions(num_frames, expression_seed, detail=detail)
     num_train = num_frames - num_eval
     return [_Frame("train" if i < num_train else "eval", i if i < num_train else i - num_train, i,
                    poses[i], float(scales[i]), expressions[i]) for i in range(num_frames)]
@@ -966,6 +1267,7 @@ def make_dataset(
     view_layout: Literal["arc", "ring"] = "arc",
     view_spread: float = 120.0,
     heldout_views: Sequence[int] = (),
+    detail: bool = False,
 ) -> Path:
     """Render a synthetic dataset in the ``format`` layout and return its directory.
 
@@ -979,6 +1281,11 @@ def make_dataset(
     cameras on an arc (``view_spread`` degrees) or a ring around the head (:func:`camera_rig`),
     each with its own backdrop; ``heldout_views`` (indices) are marked in ``camera.json`` as
     never used for training.
+
+    ``detail`` renders the detailed head (``render_head(..., detail=True)``) and, for its own
+    performance, the wider expression repertoire (``sample_expressions(..., detail=True)``); a
+    driven dataset keeps its driver's expressions. :func:`region_boxes_of_frame` gives any
+    synthetic frame's mouth and eye boxes.
     """
     output_dir = Path(output_dir)
     if image_format not in ("jpg", "png"):
@@ -1005,7 +1312,7 @@ def make_dataset(
         camera = driver_camera.rescaled(resolution, max(int(round(resolution * driver_camera.height
                                                                        / driver_camera.width)), 1))
     else:
-        frames = _own_frames(num_frames, eval_fraction, motion_seed, expression_seed)
+        frames = _own_frames(num_frames, eval_fraction, motion_seed, expression_seed, detail)
         camera = CameraSpec.official(resolution)
     _clear_output(output_dir, overwrite)
     if rig is None:
@@ -1023,7 +1330,8 @@ def make_dataset(
 
     shots = [(frame, name) for frame in frames for name in views]
     for frame, name in track(shots, description=f"Rendering {output_dir.name}", disable=not progress):
-        rgb, mask = render_head(ident, frame.expression, frame.pose, frame.scale, views[name], backgrounds[name])
+        rgb, mask = render_head(ident, frame.expression, frame.pose, frame.scale, views[name], backgrounds[name],
+                                detail=detail)
         paths = frame_paths(output_dir / frame.split, frame.index, f".{image_format}", view=name)
         image = Image.fromarray(_to_uint8(rgb))
         image.save(paths.image, **({"quality": 95} if image_format == "jpg" else {}))
@@ -1048,6 +1356,7 @@ def make_dataset(
         "expression_keys": list(EXPRESSION_KEYS),
         "face_region": FACE_REGION,
         "drive_from": str(drive_from) if drive_from is not None else None,
+        "detail": bool(detail),
     }
     if rig is not None:
         info.update({"num_views": num_views, "view_layout": view_layout, "view_spread": view_spread,
@@ -1099,6 +1408,11 @@ class SynthConfig:
     """Arc layout: degrees from the leftmost to the rightmost camera (the ring always spans 360)."""
     heldout_views: Tuple[int, ...] = ()
     """Indices of the views kept out of training for novel-view evaluation (e.g. --heldout-views 1 3)."""
+    detail: bool = False
+    """Render the detailed head, with the detail a real face has: textured skin and hair, white eyes with a
+    dark limbal ring, outlined lips, separated teeth, a dark mouth and specular highlights, and sample
+    wider expressions (winks, wide-open mouth). A smooth head is easy to fit, so a benchmark's PSNR on
+    it says little about an avatar; on the detailed one it measures detail and expressiveness."""
 
 
 def main() -> None:
@@ -1110,11 +1424,12 @@ def main() -> None:
                            resolution=cfg.resolution, eval_fraction=cfg.eval_fraction, seed=cfg.seed,
                            drive_from=cfg.drive_from, overwrite=cfg.overwrite, image_format=cfg.image_format,
                            num_views=cfg.num_views, view_layout=cfg.view_layout, view_spread=cfg.view_spread,
-                           heldout_views=cfg.heldout_views)
+                           heldout_views=cfg.heldout_views, detail=cfg.detail)
     except (DatasetError, FileExistsError, ValueError) as err:
         sys.exit(f"error: {err}")
     info = json.loads((out / SYNTH_FILE).read_text())
     source = f", driven by {cfg.drive_from}" if cfg.drive_from is not None else ""
+    source += ", detailed head" if cfg.detail else ""
     if cfg.num_views > 1:
         heldout = ", ".join(info["heldout_views"]) or "none"
         source += f", {cfg.num_views} views ({cfg.view_layout}; held out: {heldout})"
