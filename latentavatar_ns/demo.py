@@ -36,6 +36,9 @@ class DemoConfig:
     """Training device type: cpu or cuda."""
     seed: int = 0
     """Seed of the synthetic head's motion and expressions."""
+    detail: bool = True
+    """Paint the synthetic head with the detail a real face has (textured skin, eye whites, teeth, highlights,
+    winks): what an expressive avatar must reproduce. ``--no-detail`` makes the smooth head."""
     overwrite: bool = False
     """Replace an existing output folder."""
 
@@ -72,6 +75,7 @@ def render_results(config_path: Path, output_dir: Path) -> Dict:
     from PIL import Image
 
     from latentavatar_ns.evaluation import ImageMetrics, evaluate_heldout
+    from latentavatar_ns.expressiveness import contact_sheet
     from latentavatar_ns.video import to_uint8, write_video
     from latentavatar_ns.views import frontal_camera, orbit, with_codes
 
@@ -85,14 +89,27 @@ def render_results(config_path: Path, output_dir: Path) -> Dict:
     frames = [model.get_outputs_for_camera(cams[i : i + 1])["rgb"].cpu().numpy() for i in range(steps)]
     write_video(output_dir / "turntable.mp4", frames, fps=24)
 
-    dataset = pipeline.datamanager.eval_dataset
-    rows: List[np.ndarray] = []
-    for i in np.linspace(0, len(dataset) - 1, min(4, len(dataset))).round().astype(int):
-        item = dataset.get_data(int(i))
-        rgb = model.get_outputs_for_camera(dataset.cameras[int(i) : int(i) + 1], batch=item)["rgb"]
-        rows.append(np.concatenate([item["image"].numpy(), rgb.cpu().numpy()], axis=1))
-    Image.fromarray(to_uint8(np.concatenate(rows, axis=0))).save(output_dir / "heldout_comparison.png")
+    picks = expressive_frames(pipeline.datamanager.eval_dataset, 4)
+    sheet = contact_sheet(pipeline, picks, lambda split, i, w, h: {})
+    Image.fromarray(to_uint8(sheet)).save(output_dir / "heldout_comparison.png")
     return evaluate_heldout(pipeline, ImageMetrics(required=False))
+
+
+def expressive_frames(dataset, count: int) -> List[int]:
+    """Held-out frames to show: those farthest from a neutral face when the dataset stores ground-truth
+    expressions (synthetic heads: open mouths, closed eyes), else evenly spaced ones, in video order."""
+    from latentavatar_ns.data.format import load_params
+
+    n = len(dataset)
+    params = [Path(str(f)).with_name(Path(str(f)).name.replace("img_", "params_")).with_suffix(".npz")
+              for f in dataset.image_filenames]
+    try:
+        strength = np.array([np.abs(load_params(p).extra["expression"]).sum() for p in params])
+    except (KeyError, OSError, ValueError):
+        strength = None
+    if strength is None or n <= count:
+        return np.linspace(0, n - 1, min(count, n)).round().astype(int).tolist()
+    return sorted(np.argsort(-strength)[:count].tolist())
 
 
 def fresh_output_dir(out: Path, overwrite: bool) -> None:
@@ -106,7 +123,7 @@ def fresh_output_dir(out: Path, overwrite: bool) -> None:
 def print_outputs(out: Path, config_path: Path, *extra: str) -> None:
     """Where a demo's results are, and how to look at the avatar."""
     for line in (*extra, f"  turntable video:       {out / 'turntable.mp4'}",
-                 f"  held-out comparison:   {out / 'heldout_comparison.png'}  (left ground truth, right render)",
+                 f"  held-out comparison:   {out / 'heldout_comparison.png'}  (ground truth | render | average face)",
                  f"  trained avatar:        {config_path}",
                  f"  view it:               ns-viewer --load-config {config_path}"):
         print(line)
@@ -120,7 +137,7 @@ def main() -> None:
     fresh_output_dir(out, cfg.overwrite)
     start = time.time()
     data = make_dataset(out / "data", identity=0, num_frames=cfg.num_frames, resolution=cfg.resolution,
-                        eval_fraction=0.15, seed=cfg.seed)
+                        eval_fraction=0.15, seed=cfg.seed, detail=cfg.detail)
     config_path = train(data, out / "runs", cfg.iterations, cfg.device)
     results = {"heldout": render_results(config_path, out), "iterations": cfg.iterations,
                "wall_time_s": round(time.time() - start, 1), "device": cfg.device}

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import subprocess
 import tempfile
 import time
@@ -56,6 +55,9 @@ VARIANTS: Dict[str, List[str]] = {
     "lpips_alex": ["--pipeline.model.lpips-loss-weight", "0.1", "--pipeline.model.lpips-loss-net", "alex"],
     "sr2": ["--pipeline.model.sr-scale", "2"],
     "pose_refinement": ["--pipeline.model.pose-refinement", "True"],
+    "static_planes": ["--pipeline.model.static-planes", "True"],
+    # One more generator block: 128^2 planes instead of latentavatar-tiny's 64^2.
+    "planes128": ["--pipeline.model.generator-channels", "64", "64", "64", "64", "32", "32"],
 }
 """Named option sets; a ``+`` joins several (``region_losses+lpips_alex``)."""
 
@@ -121,7 +123,6 @@ def _variant_args(name: str) -> List[str]:
 def _perturb_poses(data: Path, seed: int) -> None:
     """Store tracker-like error in the training poses; keep the true pose and the true crop beside them."""
     frames = list_frames(data / "train")
-    first = load_params(frames[0].params)
     camera = read_camera(data, *Image.open(frames[0].image).size)
     from latentavatar_ns.data.face_crop import crop_affine_from_pose
     from scipy.spatial.transform import Rotation
@@ -139,7 +140,6 @@ def _perturb_poses(data: Path, seed: int) -> None:
         noisy = np.concatenate([rotation.as_rotvec(), params.pose[3:] + trans_err])
         save_params(frame.params, FrameParams(pose=noisy, scale=params.scale, intrinsics=params.intrinsics,
                                               crop_affine=crop, extra={**params.extra, "true_pose": params.pose}))
-    del first
 
 
 def _make_case(name: str, case: Case, cfg: BenchExpression, work: Path) -> Path:

@@ -136,6 +136,16 @@ def test_expressiveness_scores_an_avatar_that_ignores_its_code_as_zero(tiny_trai
     for colour in REGION_COLOURS.values():  # every region is boxed on the sheet
         assert (np.abs(sheet - np.asarray(colour)).sum(-1) < 1e-6).any()
 
+    # The demo shows the held-out frames farthest from a neutral face.
+    from latentavatar_ns.data.format import list_frames, load_params
+    from latentavatar_ns.demo import expressive_frames
+
+    eval_dataset = pipeline.datamanager.eval_dataset
+    picks = expressive_frames(eval_dataset, 2)
+    strength = [np.abs(load_params(f.params).extra["expression"]).sum()
+                for f in list_frames(Path(eval_dataset.image_filenames[0]).parent)]
+    assert picks == sorted(np.argsort(strength)[::-1][:2].tolist())
+
     average = model.frame_codes[: model.num_train_frames].mean(dim=0, keepdim=True)
     triplanes = model.triplanes
     monkeypatch.setattr(model, "triplanes", lambda code: triplanes(average.expand(len(code), -1)))

@@ -388,10 +388,7 @@ class LatentAvatarModel(Model):
     # Losses and metrics
 
     def _targets(self, outputs: Dict[str, Tensor], batch: Dict) -> Tuple[Tensor, Tensor, Tensor]:
-        """Ground truth at the output's resolution and at the low resolution (cropped to a training window).
-
-        The image and the low-res matte; with ``region_boxes`` in the batch, :meth:`_region_losses`
-        reads the windows through ``outputs``."""
+        """Ground truth at the output's resolution and at the low resolution (cropped to a training window)."""
         image = _as_float_image(batch["image"].to(self.device))
         if image.ndim == 3:
             image = image[None]
