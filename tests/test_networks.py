@@ -137,5 +137,12 @@ def test_paper_config_numbers():
     assert cfg.pipeline.datamanager.images_per_batch == 2
     assert all(cfg.optimizers[g]["optimizer"].lr == 1e-4 for g in ("encoder", "triplane", "superres"))
     assert (model.mask_loss_weight, model.lpips_loss_weight, model.lpips_loss_net) == (0.1, 0.1, "vgg")
-    assert not model.static_planes and not tiny_config().pipeline.model.static_planes  # an option (README)
+    # static planes change the paper's architecture: latentavatar-tiny's default only (README "Expressiveness").
+    assert not model.static_planes and not default_config().pipeline.model.static_planes
+    tiny = tiny_config().pipeline.model
+    assert tiny.static_planes and (tiny.lpips_loss_weight, tiny.lpips_loss_net) == (0.1, "alex")
+    # The region losses leave the architecture alone: latentavatar's default too, off in the paper's loss.
+    assert (model.face_loss_weight, model.mouth_loss_weight, model.eye_loss_weight) == (0.0, 0.0, 0.0)
+    for losses in (default_config().pipeline.model, tiny):
+        assert (losses.face_loss_weight, losses.mouth_loss_weight, losses.eye_loss_weight) == (1.0, 1.0, 1.0)
     assert model.sampler == "uniform" and default_config().pipeline.model.sampler == "proposal"  # bench/sampling.json
