@@ -90,7 +90,7 @@ def render_results(config_path: Path, output_dir: Path) -> Dict:
     write_video(output_dir / "turntable.mp4", frames, fps=24)
 
     picks = expressive_frames(pipeline.datamanager.eval_dataset, 4)
-    sheet = contact_sheet(pipeline, picks, lambda split, i, w, h: {})
+    sheet = contact_sheet(pipeline, picks, lambda split, i, w, h: {}, zoom=2)
     Image.fromarray(to_uint8(sheet)).save(output_dir / "heldout_comparison.png")
     return evaluate_heldout(pipeline, ImageMetrics(required=False))
 

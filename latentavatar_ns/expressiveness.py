@@ -84,6 +84,8 @@ def render_pair(model, camera, item: Dict, average_planes: torch.Tensor) -> Tupl
 def score_split(pipeline, split: str, indices: Sequence[int], boxes_of: BoxesOf, scorer: RegionScorer) -> Dict:
     """Own-code and mean-code scores per region, expression gain and silhouette IoU over the given frames.
 
+    Training frames are seen from their refined head pose when the avatar learned one
+    (``--pipeline.model.pose-refinement``), held-out frames from their stored pose.
     Returns ``own`` and ``mean_code`` (region -> metric -> mean), ``gain_db`` (region -> dB),
     ``silhouette_iou`` (own and mean code) and ``frames`` (per-frame PSNR and gain, for sorting).
     """
@@ -96,7 +98,9 @@ def score_split(pipeline, split: str, indices: Sequence[int], boxes_of: BoxesOf,
     for i in indices:
         item = dataset.get_data(int(i))
         item = {k: v for k, v in item.items() if k != "code_idx"}
-        camera = dataset.cameras[int(i) : int(i) + 1]
+        camera = dataset.cameras[int(i) : int(i) + 1].to(model.device)
+        if split == "train" and model.pose_refinement is not None:  # the pose the avatar was fitted to
+            camera = model.pose_refinement(camera, torch.tensor([int(i)]))
         own, average = render_pair(model, camera, item, average_planes)
         gt = item["image"]
         height, width = gt.shape[:2]
@@ -164,8 +168,11 @@ def draw_boxes(image: np.ndarray, boxes: Dict[str, Box], width: int = 1) -> np.n
 
 
 @torch.no_grad()
-def contact_sheet(pipeline, indices: Sequence[int], boxes_of: BoxesOf, split: str = "eval") -> np.ndarray:
-    """Rows of ground truth | own-code render | mean-code render for the given frames, regions boxed."""
+def contact_sheet(pipeline, indices: Sequence[int], boxes_of: BoxesOf, split: str = "eval", zoom: int = 1) -> np.ndarray:
+    """Rows of ground truth | own-code render | mean-code render for the given frames, regions boxed.
+
+    ``zoom`` repeats every pixel (no smoothing), so that small frames can be judged by eye.
+    """
     model = pipeline.model
     dataset = pipeline.datamanager.train_dataset if split == "train" else pipeline.datamanager.eval_dataset
     average_planes = model.triplanes(mean_code(model))
@@ -175,8 +182,9 @@ def contact_sheet(pipeline, indices: Sequence[int], boxes_of: BoxesOf, split: st
         item = {k: v for k, v in dataset.get_data(int(i)).items() if k != "code_idx"}
         own, average = render_pair(model, dataset.cameras[int(i) : int(i) + 1], item, average_planes)
         gt = item["image"].numpy()
-        boxes = boxes_of(split, int(i), gt.shape[1], gt.shape[0])
+        boxes = {name: tuple(v * zoom for v in box) for name, box in boxes_of(split, int(i), gt.shape[1], gt.shape[0]).items()}
         panels = [gt, own["rgb"][0].clamp(0, 1).cpu().numpy(), average["rgb"][0].clamp(0, 1).cpu().numpy()]
+        panels = [p.repeat(zoom, axis=0).repeat(zoom, axis=1) for p in panels]
         rows.append(np.concatenate([draw_boxes(p, boxes) for p in panels], axis=1))
     model.frame_codes.copy_(stored)
     return np.concatenate(rows, axis=0)

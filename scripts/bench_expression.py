@@ -276,10 +276,9 @@ def _score(config: Path, data: Path, cfg: BenchExpression, scorer: RegionScorer,
     if rare:
         rows = [f for f in held["frames"] if f["index"] in rare]
         result["heldout_rare_gain_db"] = {r: float(np.mean([f["gain_db"][r] for f in rows])) for r in rows[0]["gain_db"]}
-    # The contact sheet shows the held-out frames where the expression matters most (largest mouth gain
-    # of the ground truth's own region is unknown, so: evenly spaced plus the rarest).
+    # The contact sheet: evenly spaced held-out frames and the two rarest expressions.
     picks = sorted(set(np.linspace(0, n_eval - 1, 4).round().astype(int).tolist() + (rare or [])[:2]))
-    Image.fromarray(to_uint8(contact_sheet(pipeline, picks, boxes_of))).save(sheet)
+    Image.fromarray(to_uint8(contact_sheet(pipeline, picks, boxes_of, zoom=max(1, 256 // cfg.resolution)))).save(sheet)
     for split in ("train", "heldout"):
         del result[split]["frames"]
     return result
@@ -298,6 +297,7 @@ def _summary(results: Dict, reference: str) -> Dict:
                 "train_psnr": {reg: t["own"][reg]["psnr"] for reg in t["own"]},
                 "train_gain_db": t["gain_db"],
                 "train_silhouette_iou": t["silhouette_iou"],
+                "heldout_silhouette_iou": h["silhouette_iou"],
                 "code_over_pose": r["code_spread"]["code_over_pose"],
                 "train_seconds": r["train_seconds"],
             }

@@ -130,8 +130,8 @@ def test_expressiveness_scores_an_avatar_that_ignores_its_code_as_zero(tiny_trai
     spread = code_spread(pipeline, [0, 1, 2])
     assert spread["pairs"] == 2 and spread["code_change_rms"] > 0 and spread["pose_change_rms"] > 0
 
-    sheet = contact_sheet(pipeline, [0, 2], boxes)
-    assert sheet.shape == (2 * 64, 3 * 64, 3)
+    sheet = contact_sheet(pipeline, [0, 2], boxes, zoom=2)
+    assert sheet.shape == (2 * 128, 3 * 128, 3)
     from latentavatar_ns.expressiveness import REGION_COLOURS
     for colour in REGION_COLOURS.values():  # every region is boxed on the sheet
         assert (np.abs(sheet - np.asarray(colour)).sum(-1) < 1e-6).any()
