@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torchmetrics.functional import structural_similarity_index_measure
 
 from latentavatar_ns.model.lpips import load_lpips
-from latentavatar_ns.model.regions import square_corners
+from latentavatar_ns.data.regions import square_corners
 
 
 def face_box(affine: np.ndarray, width: int, height: int) -> Tuple[int, int, int, int]:

@@ -12,7 +12,7 @@ from trainers import tiny_trainer
 
 from latentavatar_ns.model.generator import TriplaneGenerator
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
-from latentavatar_ns.model.regions import REGIONS, box_masks, masked_l1, pixel_box
+from latentavatar_ns.data.regions import REGIONS, box_masks, masked_l1, pixel_box
 
 
 def test_box_masks_and_masked_l1_cover_exactly_the_box():
@@ -102,11 +102,11 @@ def test_pose_refinement_moves_the_head_about_its_origin(synthetic_dataset: Path
 
 
 def _face_square_boxes(pipeline):
-    from latentavatar_ns.model.regions import region_boxes
+    from latentavatar_ns.data.regions import face_square_regions
 
     def boxes(split, index, width, height):
         dataset = pipeline.datamanager.train_dataset if split == "train" else pipeline.datamanager.eval_dataset
-        fractions = region_boxes(dataset.crop_affines[index], width, height)
+        fractions = face_square_regions(dataset.crop_affines[index], width, height)
         return {name: pixel_box(f, width, height) for name, f in zip(REGIONS, fractions)}
 
     return boxes

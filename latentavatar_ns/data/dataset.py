@@ -13,7 +13,7 @@ from PIL import Image
 
 from latentavatar_ns.data.face_crop import extract_crop
 from latentavatar_ns.data.format import DatasetError
-from latentavatar_ns.model.regions import region_boxes
+from latentavatar_ns.data.regions import face_square_regions
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -74,6 +74,6 @@ class LatentAvatarDataset(InputDataset):
             "image": image,
             "mask": torch.from_numpy(matte),
             "encoder_crop": torch.from_numpy(crop).permute(2, 0, 1).contiguous(),
-            "region_boxes": torch.from_numpy(region_boxes(self.crop_affines[image_idx], rgb.shape[1], rgb.shape[0])),
+            "region_boxes": torch.from_numpy(face_square_regions(self.crop_affines[image_idx], rgb.shape[1], rgb.shape[0])),
             "code_idx": int(self.code_idx[image_idx]),
         }

@@ -21,7 +21,7 @@ from latentavatar_ns.model.field import TriplaneField
 from latentavatar_ns.model.generator import TriplaneGenerator
 from latentavatar_ns.model.lpips import load_lpips
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
-from latentavatar_ns.model.regions import REGIONS, box_masks, masked_l1
+from latentavatar_ns.data.regions import REGIONS, box_masks, masked_l1
 from latentavatar_ns.model.rendering import VolumeRenderer
 from latentavatar_ns.model.sampling import OccupancyGrid, ProposalSampler, UniformBoxSampler
 from latentavatar_ns.model.superres import SuperResolution

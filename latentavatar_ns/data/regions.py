@@ -16,7 +16,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 REGIONS = ("face", "mouth", "eyes")
-"""The order of a frame's boxes in ``region_boxes`` and in the ``region_boxes`` batch key."""
+"""The order of a frame's boxes in ``face_square_regions`` and in the ``region_boxes`` batch key."""
 
 _FRACTIONS: Dict[str, Tuple[float, float, float, float]] = {
     "face": (0.0, 0.0, 1.0, 1.0),
@@ -34,7 +34,7 @@ def square_corners(affine: np.ndarray) -> np.ndarray:
     return (np.linalg.inv(full) @ unit.T).T[:, :2]
 
 
-def region_boxes(affine: np.ndarray, width: int, height: int) -> Float[np.ndarray, "3 4"]:
+def face_square_regions(affine: np.ndarray, width: int, height: int) -> Float[np.ndarray, "3 4"]:
     """Boxes of ``REGIONS`` as fractions (x0, y0, x1, y1) of the image, clipped to it.
 
     A region is the bounding box of its part of the face square, which stays close to the
