@@ -39,6 +39,7 @@ import tyro
 from nerfstudio.utils.eval_utils import eval_setup
 from PIL import Image
 
+from latentavatar_ns.data.face_crop import crop_affine_from_pose
 from latentavatar_ns.data.format import FrameParams, list_frames, load_params, read_camera, save_params
 from latentavatar_ns.data.synthetic import make_dataset, region_boxes
 from latentavatar_ns.demo import train_command
@@ -134,7 +135,6 @@ def _perturb_poses(data: Path, seed: int) -> None:
     """Store tracker-like error in the training poses; keep the true pose and the true crop beside them."""
     frames = list_frames(data / "train")
     camera = read_camera(data, *Image.open(frames[0].image).size)
-    from latentavatar_ns.data.face_crop import crop_affine_from_pose
     from scipy.spatial.transform import Rotation
 
     rng = np.random.default_rng(seed + 101)
@@ -177,23 +177,17 @@ def _boxes_of(data: Path):
 
     def boxes(split: str, index: int, width: int, height: int) -> Dict[str, tuple]:
         params = load_params(frames[split][index].params)
-        out = {}
-        if params.crop_affine is not None:
-            out["face"] = face_box(params.crop_affine, width, height)
+        if (width, height) not in camera_cache:
+            camera_cache[(width, height)] = read_camera(data, width, height)
+        camera = camera_cache[(width, height)]
+        pose = params.extra.get("true_pose", params.pose).reshape(6)  # where the head really is
+        affine = params.crop_affine if params.crop_affine is not None else \
+            crop_affine_from_pose(camera.K, camera.world_to_camera, pose, params.scale)
+        out = {"face": face_box(affine, width, height)}
         if "landmarks" in params.extra:
             out.update(landmark_boxes(params.extra["landmarks"], width, height))
         else:
-            key = (width, height)
-            if key not in camera_cache:
-                camera_cache[key] = read_camera(data, width, height)
-            pose = params.extra.get("true_pose", params.pose).reshape(6)
-            out.update(region_boxes(pose, params.scale, camera_cache[key]))
-        if "face" not in out:
-            from latentavatar_ns.data.face_crop import crop_affine_from_pose
-            camera = camera_cache.get((width, height)) or read_camera(data, width, height)
-            pose = params.extra.get("true_pose", params.pose).reshape(6)
-            out["face"] = face_box(crop_affine_from_pose(camera.K, camera.world_to_camera, pose, params.scale),
-                                   width, height)
+            out.update(region_boxes(pose, params.scale, camera))
         return out
 
     return boxes
