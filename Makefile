@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo demo-video test bench clean browser
+.PHONY: setup demo demo-video test bench clean browser gpu-kit
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,20 @@ test: setup browser
 
 bench: setup
 	$(BIN)/python scripts/bench_quality.py
+
+# Wheels for scripts/gpu_check.sh on a GPU node that has Python 3.12 and PyTorch but no package index
+# (README: "Checking on a GPU"): what scripts/gpu_kit_requirements.txt lists, and this project's own
+# wheel for its entry points. GPU_KIT_LPIPS=1 adds the LPIPS weights (69 MB) as an asset cache, .whl/cache/.
+GPU_KIT_PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+gpu-kit:
+	mkdir -p .whl && rm -f .whl/*.whl && rm -rf .whl/cache
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  $(GPU_KIT_PLATFORMS) -d .whl -r scripts/gpu_kit_requirements.txt
+	tmp=$$(mktemp -d) && cp -r pyproject.toml README.md latentavatar_ns "$$tmp" \
+	  && $(PYTHON) -m pip wheel -q --no-deps -w .whl "$$tmp"; status=$$?; rm -rf "$$tmp"; exit $$status
+	if [ -n "$(GPU_KIT_LPIPS)" ]; then $(MAKE) setup \
+	  && LATENTAVATAR_CACHE=.whl/cache $(BIN)/ns-latentavatar-assets fetch lpips-vgg lpips-alex; fi
+	du -sh .whl
 
 clean:
 	rm -rf $(VENV) demo_output demo_video_output
