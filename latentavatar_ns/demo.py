@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import tyro
 
+from latentavatar_ns.utils.errors import OutputExistsError, cli_command
+
 
 @dataclass
 class DemoConfig:
@@ -74,10 +76,11 @@ def render_results(config_path: Path, output_dir: Path) -> Dict:
     from nerfstudio.utils.eval_utils import eval_setup
     from PIL import Image
 
-    from latentavatar_ns.evaluation import ImageMetrics, evaluate_heldout
     from latentavatar_ns.expressiveness import contact_sheet
-    from latentavatar_ns.video import to_uint8, write_video
-    from latentavatar_ns.views import frontal_camera, orbit, with_codes
+    from latentavatar_ns.utils.image import to_uint8
+    from latentavatar_ns.utils.metrics import ImageMetrics, evaluate_heldout
+    from latentavatar_ns.utils.video import write_video
+    from latentavatar_ns.utils.views import frontal_camera, orbit, with_codes
 
     _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
     model = pipeline.model
@@ -116,7 +119,7 @@ def fresh_output_dir(out: Path, overwrite: bool) -> None:
     """A demo's output folder: refused when it holds anything, unless --overwrite (then emptied)."""
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            sys.exit(f"error: {out} already exists and is not empty; pass --overwrite to replace it")
+            raise OutputExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it")
         shutil.rmtree(out)
 
 
@@ -129,9 +132,10 @@ def print_outputs(out: Path, config_path: Path, *extra: str) -> None:
         print(line)
 
 
+@cli_command()
 def main() -> None:
     cfg = tyro.cli(DemoConfig)
-    from latentavatar_ns.data.synthetic import make_dataset
+    from latentavatar_ns.synthetic import make_dataset
 
     out = cfg.output_dir
     fresh_output_dir(out, cfg.overwrite)

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional import structural_similarity_index_measure
 
-from latentavatar_ns.evaluation import mean_metrics, psnr
+from latentavatar_ns.utils.metrics import mean_metrics, psnr
+from latentavatar_ns.model.pose_refinement import fit_head_pose
 
 Box = Tuple[int, int, int, int]
 """(x0, y0, x1, y1) in pixels, end exclusive."""
@@ -66,11 +67,6 @@ def silhouette_iou(accumulation: torch.Tensor, matte: torch.Tensor, threshold: f
     return float((a & b).sum() / union) if union > 0 else 1.0
 
 
-def mean_code(model) -> torch.Tensor:
-    """(1, D) mean of the training frames' stored codes: the avatar's average expression."""
-    return model.frame_codes[: model.num_train_frames].mean(dim=0, keepdim=True)
-
-
 @torch.no_grad()
 def render_pair(model, camera, item: Dict, average_planes: torch.Tensor) -> Tuple[Dict, Dict]:
     """Outputs of the frame's own code (encoded from its crop) and of the average planes, same camera."""
@@ -81,18 +77,20 @@ def render_pair(model, camera, item: Dict, average_planes: torch.Tensor) -> Tupl
 
 
 @torch.no_grad()
-def score_split(pipeline, split: str, indices: Sequence[int], boxes_of: BoxesOf, scorer: RegionScorer) -> Dict:
+def score_split(pipeline, split: str, indices: Sequence[int], boxes_of: BoxesOf, scorer: RegionScorer,
+                test_pose_steps: int = 0) -> Dict:
     """Own-code and mean-code scores per region, expression gain and silhouette IoU over the given frames.
 
     Training frames are seen from their refined head pose when the avatar learned one
-    (``--pipeline.model.pose-refinement``), held-out frames from their stored pose.
+    (``--pipeline.model.pose-refinement``), held-out frames from their stored pose, or, with
+    ``test_pose_steps`` > 0, from the pose fitted to their image with their own code (``fit_head_pose``).
     Returns ``own`` and ``mean_code`` (region -> metric -> mean), ``gain_db`` (region -> dB),
     ``silhouette_iou`` (own and mean code) and ``frames`` (per-frame PSNR and gain, for sorting).
     """
     model = pipeline.model
     dataset = pipeline.datamanager.train_dataset if split == "train" else pipeline.datamanager.eval_dataset
     model.eval()
-    average_planes = model.triplanes(mean_code(model))
+    average_planes = model.triplanes(model.code_table.mean())
     stored = model.frame_codes.clone()  # encoding a frame in eval writes its code; leave the avatar as it was
     own_rows, mean_rows, frames = [], [], []
     for i in indices:
@@ -101,6 +99,9 @@ def score_split(pipeline, split: str, indices: Sequence[int], boxes_of: BoxesOf,
         camera = dataset.cameras[int(i) : int(i) + 1].to(model.device)
         if split == "train" and model.pose_refinement is not None:  # the pose the avatar was fitted to
             camera = model.pose_refinement(camera, torch.tensor([int(i)]))
+        elif test_pose_steps > 0:
+            camera = fit_head_pose(lambda cam: model.get_outputs(cam, item), camera,
+                                   item["image"].to(model.device), steps=test_pose_steps)
         own, average = render_pair(model, camera, item, average_planes)
         gt = item["image"]
         height, width = gt.shape[:2]
@@ -175,7 +176,7 @@ def contact_sheet(pipeline, indices: Sequence[int], boxes_of: BoxesOf, split: st
     """
     model = pipeline.model
     dataset = pipeline.datamanager.train_dataset if split == "train" else pipeline.datamanager.eval_dataset
-    average_planes = model.triplanes(mean_code(model))
+    average_planes = model.triplanes(model.code_table.mean())
     stored = model.frame_codes.clone()
     rows: List[np.ndarray] = []
     for i in indices:

@@ -10,7 +10,6 @@ expression plays through the training frames over the video, or stays at ``--fra
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple, Union
@@ -19,10 +18,10 @@ import numpy as np
 import tyro
 from typing_extensions import Annotated
 
-from latentavatar_ns.data.format import DatasetError
+from latentavatar_ns.utils.errors import LatentAvatarError, cli_command
 
 
-class RenderError(ValueError):
+class RenderError(LatentAvatarError, ValueError):
     """Bad arguments; printed as one ``error:`` line."""
 
 
@@ -76,8 +75,8 @@ def render_path(cfg: _RenderPath) -> Path:
     from nerfstudio.utils.eval_utils import eval_setup
     from rich.progress import track
 
-    from latentavatar_ns.video import write_video
-    from latentavatar_ns.views import frontal_camera, orbit, with_codes
+    from latentavatar_ns.utils.video import write_video
+    from latentavatar_ns.utils.views import frontal_camera, orbit, with_codes
 
     if not Path(cfg.load_config).is_file():
         raise RenderError(f"{cfg.load_config}: avatar config not found (pass the config.yml of a latentavatar run)")
@@ -111,12 +110,10 @@ Commands = Union[
 ]
 
 
+@cli_command()
 def main(argv=None) -> None:
     cfg = tyro.cli(Commands, args=argv)
-    try:
-        path = render_path(cfg)
-    except (RenderError, DatasetError) as err:
-        sys.exit(f"error: {err}")
+    path = render_path(cfg)
     print(f"wrote {path}")
 
 

@@ -41,12 +41,12 @@ from PIL import Image
 
 from latentavatar_ns.data.face_crop import crop_affine_from_pose
 from latentavatar_ns.data.format import FrameParams, list_frames, load_params, read_camera, save_params
-from latentavatar_ns.data.synthetic import make_dataset, region_boxes
 from latentavatar_ns.demo import train_command
-from latentavatar_ns.evaluation import face_box
+from latentavatar_ns.utils.metrics import face_box
 from latentavatar_ns.expressiveness import RegionScorer, code_spread, contact_sheet, score_split
 from latentavatar_ns.model.lpips import load_lpips
-from latentavatar_ns.video import to_uint8
+from latentavatar_ns.synthetic import make_dataset, region_boxes
+from latentavatar_ns.utils.image import to_uint8
 
 BASELINE: List[str] = [
     "--pipeline.model.static-planes", "False", "--pipeline.model.lpips-loss-weight", "0",
@@ -62,8 +62,11 @@ VARIANTS: Dict[str, List[str]] = {
     "region_losses": ["--pipeline.model.face-loss-weight", "1", "--pipeline.model.mouth-loss-weight", "1",
                       "--pipeline.model.eye-loss-weight", "1"],
     "code_to_field": ["--pipeline.model.code-to-field", "True"],
+    "eyes4": ["--pipeline.model.eye-loss-weight", "4"],
     "lpips_alex": ["--pipeline.model.lpips-loss-weight", "0.1", "--pipeline.model.lpips-loss-net", "alex"],
     "sr2": ["--pipeline.model.sr-scale", "2"],
+    # Patch-wise training: a 32^2 window of the low-res grid per step (with sr2, as many rays as the default).
+    "patch32": ["--pipeline.model.train-patch-size", "32"],
     "pose_refinement": ["--pipeline.model.pose-refinement", "True"],
     "static_planes": ["--pipeline.model.static-planes", "True"],
     # One more generator block: 128^2 planes instead of latentavatar-tiny's 64^2.
@@ -123,6 +126,9 @@ class BenchExpression:
     """CPU threads per training run."""
     output: Path = Path("bench/expression.json")
     """Where the numbers go; contact sheets are written beside it."""
+    test_pose_steps: int = 0
+    """Also score held-out frames from the head pose fitted to each image (``fit_head_pose``, this many
+    steps) as ``heldout_fitted_pose``; 0 scores them from their stored pose only."""
     work_dir: Optional[Path] = None
     """Keep datasets and runs here (default: a temporary folder); existing datasets and finished runs are reused."""
 
@@ -157,7 +163,7 @@ def _make_case(name: str, case: Case, cfg: BenchExpression, work: Path) -> Path:
     if (data / "train").exists():
         return data
     if case.real:
-        from latentavatar_ns.data.assets import asset_path
+        from latentavatar_ns.assets.cache import asset_path
         from latentavatar_ns.process.video_to_dataset import ProcessConfig, process
 
         process(ProcessConfig(input=asset_path("single_face.mp4"), output_dir=data, resolution=cfg.resolution,
@@ -266,6 +272,9 @@ def _score(config: Path, data: Path, cfg: BenchExpression, scorer: RegionScorer,
     held = score_split(pipeline, "eval", list(range(n_eval)), boxes_of, scorer)
     result = {"train": score_split(pipeline, "train", train_idx, boxes_of, scorer), "heldout": held,
               "code_spread": code_spread(pipeline, list(range(n_eval)))}
+    if cfg.test_pose_steps > 0:
+        result["heldout_fitted_pose"] = score_split(pipeline, "eval", list(range(n_eval)), boxes_of, scorer,
+                                                    test_pose_steps=cfg.test_pose_steps)
     rare = _rare_eval_frames(data)
     if rare:
         rows = [f for f in held["frames"] if f["index"] in rare]
@@ -273,8 +282,8 @@ def _score(config: Path, data: Path, cfg: BenchExpression, scorer: RegionScorer,
     # The contact sheet: evenly spaced held-out frames and the two rarest expressions.
     picks = sorted(set(np.linspace(0, n_eval - 1, 4).round().astype(int).tolist() + (rare or [])[:2]))
     Image.fromarray(to_uint8(contact_sheet(pipeline, picks, boxes_of, zoom=max(1, 256 // cfg.resolution)))).save(sheet)
-    for split in ("train", "heldout"):
-        del result[split]["frames"]
+    for split in ("train", "heldout", "heldout_fitted_pose"):
+        result.get(split, {}).pop("frames", None)
     return result
 
 
@@ -295,6 +304,11 @@ def _summary(results: Dict, reference: str) -> Dict:
                 "code_over_pose": r["code_spread"]["code_over_pose"],
                 "train_seconds": r["train_seconds"],
             }
+            if "heldout_fitted_pose" in r:
+                fitted = r["heldout_fitted_pose"]
+                row["heldout_fitted_pose_psnr"] = {reg: fitted["own"][reg]["psnr"] for reg in fitted["own"]}
+                row["heldout_fitted_pose_gain_db"] = fitted["gain_db"]
+                row["heldout_fitted_pose_silhouette_iou"] = fitted["silhouette_iou"]
             if variant != reference and reference in variants:
                 ref = variants[reference]["heldout"]
                 row[f"heldout_psnr_vs_{reference}"] = {reg: h["own"][reg]["psnr"] - ref["own"][reg]["psnr"]

@@ -1,9 +1,9 @@
-"""Robustness benchmark: every malformed input of the fuzz catalogue through the real commands.
+"""Robustness benchmark: every malformed input of the test catalogue through the real commands.
 
     python scripts/bench_robustness.py [--output bench/robustness.json] [--only ns-train]
 
 Builds a small synthetic dataset and a briefly trained avatar, then runs each case of
-:mod:`latentavatar_ns.fuzz` (ns-train, ns-latentavatar-reenact / -ynet / -synth / -process) as a
+``tests/malformed_inputs.py`` (ns-train, ns-latentavatar-reenact / -ynet / -synth / -process) as a
 subprocess, and writes how each one ended: one clear ``error:`` line, a reported skip, or a
 failure (traceback, unclear error, malformed input accepted, timeout), plus whether a refused run
 left output behind or wrote to its input.
@@ -12,6 +12,7 @@ left output behind or wrote to its input.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -22,10 +23,13 @@ from typing import Optional
 import tyro
 from rich.progress import track
 
-from latentavatar_ns import fuzz
-from latentavatar_ns.data.assets import AssetMissingError, asset_path
-from latentavatar_ns.data.synthetic import make_dataset
+from latentavatar_ns.assets.cache import AssetMissingError, asset_path
 from latentavatar_ns.demo import train
+from latentavatar_ns.synthetic import make_dataset
+
+# The catalogue of malformed inputs lives with the tests that use it (it is not part of the package).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import malformed_inputs  # noqa: E402
 
 
 @dataclass
@@ -53,15 +57,17 @@ def main() -> None:
         dataset = make_dataset(root / "base" / "data", identity=0, num_frames=12, resolution=64, eval_fraction=0.25,
                                seed=0, progress=False)
         avatar = train(dataset, root / "base" / "runs", 10, "cpu", method="latentavatar-tiny")
-        fixtures = fuzz.Fixtures(dataset=dataset, avatar_config=avatar, face_video=_asset("single_face.mp4"),
-                                 face_noface_video=_asset("face_noface.mov"), face_image=_asset("single_face.jpg"))
-        cases = [c for c in fuzz.all_cases() if cfg.only is None or c.command == cfg.only]
+        fixtures = malformed_inputs.Fixtures(dataset=dataset, avatar_config=avatar,
+                                             face_video=_asset("single_face.mp4"),
+                                             face_noface_video=_asset("face_noface.mov"),
+                                             face_image=_asset("single_face.jpg"))
+        cases = [c for c in malformed_inputs.all_cases() if cfg.only is None or c.command == cfg.only]
         outcomes, not_run = [], []
         for i, case in enumerate(track(cases, description="malformed inputs")):
-            if not fuzz.available(case, fixtures):
+            if not malformed_inputs.available(case, fixtures):
                 not_run.append(case.name)
                 continue
-            outcome = fuzz.run_case(case, root / f"case{i:03d}", fixtures, timeout=cfg.timeout)
+            outcome = malformed_inputs.run_case(case, root / f"case{i:03d}", fixtures, timeout=cfg.timeout)
             outcome.message = outcome.message.replace(str(root), "<work>")  # no machine paths in the report
             outcomes.append(outcome)
             if not outcome.ok:

@@ -22,9 +22,9 @@ import torch
 import tyro
 from nerfstudio.engine.trainer import Trainer
 
-from latentavatar_ns.configs import paper_config, tiny_config
-from latentavatar_ns.data.synthetic import make_dataset
-from latentavatar_ns.evaluation import ImageMetrics, evaluate_heldout
+from latentavatar_ns.method.configs import paper_config, tiny_config
+from latentavatar_ns.synthetic import make_dataset
+from latentavatar_ns.utils.metrics import ImageMetrics, evaluate_heldout
 
 
 @dataclass

@@ -118,7 +118,7 @@ def _frame_bytes(model, planes_bytes: int, image_bytes: int, new_expression: boo
 def measure(cfg: BenchSpeed) -> Dict:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from latentavatar_ns.configs import paper_config
+    from latentavatar_ns.method.configs import paper_config
 
     assert cfg.variant is not None and cfg.data is not None
     torch.manual_seed(0)
@@ -209,7 +209,7 @@ def render_precision_quality(config_path: Path) -> Dict:
     """Held-out PSNR/SSIM/LPIPS of one trained avatar rendered in float32 and in bfloat16."""
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from latentavatar_ns.evaluation import ImageMetrics, evaluate_heldout
+    from latentavatar_ns.utils.metrics import ImageMetrics, evaluate_heldout
 
     config, pipeline, _, step = eval_setup(config_path, test_mode="test")
     metrics = ImageMetrics(lpips_nets=("vgg",))
@@ -229,7 +229,7 @@ def main() -> None:
     if cfg.variant is not None:
         print("RESULT " + json.dumps(measure(cfg)), flush=True)
         return
-    from latentavatar_ns.data.synthetic import make_dataset
+    from latentavatar_ns.synthetic import make_dataset
 
     results: Dict[str, Dict] = {}
     with tempfile.TemporaryDirectory() as tmp:

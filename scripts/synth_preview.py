@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from latentavatar_ns.data.format import CameraSpec
-from latentavatar_ns.data.synthetic import (
+from latentavatar_ns.synthetic import (
     Expression,
     HeadIdentity,
     make_background,
@@ -23,6 +23,7 @@ from latentavatar_ns.data.synthetic import (
     sample_expressions,
     sample_motion,
 )
+from latentavatar_ns.utils.image import to_uint8
 
 
 def main() -> None:
@@ -54,8 +55,7 @@ def main() -> None:
             times.append(time.perf_counter() - start)
             row.append(rgb)
         rows.append(np.concatenate(row, axis=1))
-    sheet = (np.concatenate(rows, axis=0) * 255.0 + 0.5).astype(np.uint8)
-    Image.fromarray(sheet).save(args.output)
+    Image.fromarray(to_uint8(np.concatenate(rows, axis=0))).save(args.output)
     print(f"wrote {args.output}; {1000 * np.mean(times):.1f} ms per {args.resolution} px frame")
 
 

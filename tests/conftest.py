@@ -35,7 +35,7 @@ def official_dataset(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory) -> Path:
     """A small synthetic head video (64 px), shared by the training tests."""
-    from latentavatar_ns.data.synthetic import make_dataset
+    from latentavatar_ns.synthetic import make_dataset
 
     return make_dataset(tmp_path_factory.mktemp("synth") / "head", identity=0, num_frames=48, resolution=64,
                         eval_fraction=0.125, seed=0)

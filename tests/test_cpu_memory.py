@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from latentavatar_ns.cpu_memory import keep_freed_memory
+from latentavatar_ns.utils.cpu_memory import keep_freed_memory
 
 PROBE = """
 import os, sys, torch
-from latentavatar_ns.cpu_memory import keep_freed_memory
+from latentavatar_ns.utils.cpu_memory import keep_freed_memory
 def resident():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 def released_on_free():

@@ -158,3 +158,33 @@ def test_expressiveness_scores_an_avatar_that_ignores_its_code_as_zero(tiny_trai
     mask[2:6, 2:6] = 1
     assert silhouette_iou(mask[None], mask) == 1.0
     assert silhouette_iou(torch.zeros(1, 8, 8, 1), mask) == 0.0
+
+
+def test_fit_head_pose_recovers_a_known_head_motion(tiny_trained_run: Path):
+    """The target is the avatar's own render from the true pose, so the exact answer is known: undo the offset."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from latentavatar_ns.model.pose_refinement import fit_head_pose
+
+    _, pipeline, _, _ = eval_setup(tiny_trained_run, test_mode="test")
+    model, dataset = pipeline.model, pipeline.datamanager.eval_dataset
+    model.eval()
+    item = {k: v for k, v in dataset.get_data(0).items() if k != "code_idx"}
+    true_camera = dataset.cameras[0:1]
+    with torch.no_grad():
+        target = model.get_outputs(true_camera, item)["rgb"][0]
+        offset = HeadPoseRefinement(1)
+        offset.correction.copy_(torch.tensor([[0.04, -0.03, 0.0, 0.0, 0.05, 0.0]]))
+        moved = offset(true_camera, torch.zeros(1, dtype=torch.long))
+
+    def render(camera):
+        return model.get_outputs(camera, item)
+
+    fitted = fit_head_pose(render, moved, target, steps=40)
+    with torch.no_grad():
+        error_before = float((render(moved)["rgb"][0] - target).abs().mean())
+        error_after = float((render(fitted)["rgb"][0] - target).abs().mean())
+    assert error_after < 0.5 * error_before
+    distance = lambda cam: float((cam.camera_to_worlds - true_camera.camera_to_worlds).abs().max())  # noqa: E731
+    assert distance(fitted) < 0.5 * distance(moved)
+    assert not any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())  # the avatar stays fixed

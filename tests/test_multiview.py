@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from latentavatar_ns.data import synthetic as synth
+from latentavatar_ns import synthetic as synth
 from latentavatar_ns.data.dataparser import LatentAvatarDataParserConfig
 from latentavatar_ns.data.dataset import LatentAvatarDataset, read_rgb
 from latentavatar_ns.data.face_crop import crop_affine_from_pose, extract_crop
@@ -27,7 +27,9 @@ from latentavatar_ns.data.format import (
     save_params,
     write_rig,
 )
-from latentavatar_ns.data.synthetic import camera_rig, make_dataset, view_yaws
+from latentavatar_ns.scripts.synth import entrypoint
+from latentavatar_ns.synthetic import camera_rig, make_dataset, view_yaws
+from latentavatar_ns.synthetic.writer import _dataset_seeds
 
 
 def parser_for(root: Path, **kw):
@@ -188,7 +190,7 @@ def test_synthetic_capture_has_views_and_heldout_views(tmp_path: Path):
     # Each view is exactly the head rendered through its own camera; the back view sees no face.
     params = load_params(out / "train" / "params_00001.npz")
     expression = synth.Expression.from_array(params.extra["expression"])
-    background_seed = synth._dataset_seeds(0, 0)[2]
+    background_seed = _dataset_seeds(0, 0)[2]
     for i, name in enumerate(rig.names):
         rgb, mask = synth.render_head(synth.HeadIdentity.preset(0), expression, params.pose, params.scale,
                                       rig.views[name], synth.make_background(32, 32, background_seed + i))
@@ -208,17 +210,17 @@ def test_synth_cli_multiview_and_refuses_a_nonempty_directory(tmp_path: Path, mo
     argv = ["ns-latentavatar-synth", "--output-dir", str(out), "--num-frames", "2", "--resolution", "16",
             "--num-views", "3", "--view-spread", "60", "--heldout-views", "0"]
     monkeypatch.setattr(sys, "argv", argv)
-    synth.main()
+    entrypoint()
     assert "3 views (arc; held out: cam00)" in capsys.readouterr().out
     assert len(list(out.glob("*/img_*_cam0?.jpg"))) == 6
     with pytest.raises(SystemExit) as err:
-        synth.main()
+        entrypoint()
     assert str(err.value) == f"error: {out} is not empty; pass overwrite=True (--overwrite) to replace it"
     monkeypatch.setattr(sys, "argv", argv + ["--overwrite"])
-    synth.main()
+    entrypoint()
     monkeypatch.setattr(sys, "argv", argv[:-1] + ["7", "--overwrite"])
     with pytest.raises(SystemExit, match="held-out view 7 does not exist"):
-        synth.main()
+        entrypoint()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,7 +229,7 @@ def test_synth_cli_multiview_and_refuses_a_nonempty_directory(tmp_path: Path, mo
 
 def multiview_trainer(data: Path, out: Path):
     """A set-up CPU trainer of the tiny config on ``data``, two views of one moment per batch."""
-    from latentavatar_ns.configs import tiny_config
+    from latentavatar_ns.method.configs import tiny_config
     from nerfstudio.engine.trainer import Trainer
 
     torch.manual_seed(0)
@@ -270,7 +272,7 @@ def test_batches_share_a_moment_and_one_code(tmp_path: Path):
     last = len(image_codes) - 1
     viewer_camera = manager.train_dataset.cameras[last:last + 1]
     viewer_camera.metadata = {"cam_idx": last}
-    assert torch.equal(model.stored_code(viewer_camera)[0], model.frame_codes[image_codes[last]])
+    assert torch.equal(model.code_table.lookup(viewer_camera)[0], model.frame_codes[image_codes[last]])
 
 
 def test_short_multiview_training_loss_falls(tmp_path: Path):

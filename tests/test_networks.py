@@ -6,7 +6,7 @@ import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.scene_box import SceneBox
 
-from latentavatar_ns.configs import default_config, paper_config, tiny_config
+from latentavatar_ns.method.configs import default_config, paper_config, tiny_config
 from latentavatar_ns.data.format import OFFICIAL_BOX
 from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
 from latentavatar_ns.model.field import TriplaneField, sample_triplane

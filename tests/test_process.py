@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from latentavatar_ns.data.assets import AssetMissingError, asset_path, asset_status
+from latentavatar_ns.assets.cache import AssetMissingError, asset_path, asset_status
 from latentavatar_ns.data.format import (
     SPLITS,
     axis_angle_to_matrix,
@@ -163,7 +163,7 @@ def test_no_face_frames_are_skipped_and_listed(tmp_path_factory) -> None:
 
 def test_image_folder_and_refusals(tmp_path: Path) -> None:
     from latentavatar_ns.process.video_to_dataset import ProcessConfig, process
-    from latentavatar_ns.video import read_video
+    from latentavatar_ns.utils.video import read_video
 
     _require("single_face.mp4")
     frames = tmp_path / "frames"
@@ -178,7 +178,7 @@ def test_image_folder_and_refusals(tmp_path: Path) -> None:
 
 
 def test_no_face_anywhere_is_one_clear_error(tmp_path: Path) -> None:
-    from latentavatar_ns.video import write_video
+    from latentavatar_ns.utils.video import write_video
 
     _require()
     rng = np.random.default_rng(0)

@@ -26,7 +26,7 @@ def one_line_error(exc: pytest.ExceptionInfo) -> str:
 @pytest.fixture(scope="module")
 def actor_dataset(tmp_path_factory) -> Path:
     """Person B: another synthetic identity with its own performance (64 px)."""
-    from latentavatar_ns.data.synthetic import make_dataset
+    from latentavatar_ns.synthetic import make_dataset
 
     return make_dataset(tmp_path_factory.mktemp("actor") / "bob", identity=1, num_frames=NUM_ACTOR_FRAMES,
                         resolution=64, eval_fraction=0.25, seed=0, progress=False)
@@ -244,7 +244,7 @@ def test_ynet_resume_skips_a_damaged_checkpoint_and_stops_on_non_finite_losses(a
 def test_reenact_writes_one_frame_per_driving_frame(ynet_run, avatar_run: Path, actor_dataset: Path,
                                                     tmp_path: Path):
     from latentavatar_ns.reenact.reenact import main
-    from latentavatar_ns.video import read_video
+    from latentavatar_ns.utils.video import read_video
 
     out, _ = ynet_run
     video = tmp_path / "out.mp4"
@@ -259,7 +259,7 @@ def test_reenact_writes_one_frame_per_driving_frame(ynet_run, avatar_run: Path, 
 
 def test_self_reenactment_fixed_pose_and_camera_path(avatar_run: Path, synthetic_dataset: Path, tmp_path: Path):
     from latentavatar_ns.reenact.reenact import main
-    from latentavatar_ns.video import read_video
+    from latentavatar_ns.utils.video import read_video
 
     num_eval = len(list((synthetic_dataset / "eval").glob("img_*")))
     main(["--load-config", str(avatar_run), "--self", "--output-path", str(tmp_path / "self.mp4")])

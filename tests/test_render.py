@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from latentavatar_ns.render import Spiral, Turntable, main
-from latentavatar_ns.video import read_video, write_video
+from latentavatar_ns.utils.video import read_video, write_video
 
 
 def test_write_video_streams_a_generator_and_leaves_no_partial_file(tmp_path: Path):

@@ -7,16 +7,17 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
+import malformed_inputs
 import pytest
 import torch
 from clitools import BIN
 
-from latentavatar_ns import fuzz
-from latentavatar_ns.checkpoints import NonFiniteGuard, TrainingError, checkpoints_in, load_newest, prune, write_atomic
-from latentavatar_ns.configs import tiny_config
-from latentavatar_ns.trainer import LatentAvatarTrainer
+from latentavatar_ns.method.configs import tiny_config
+from latentavatar_ns.method.trainer import LatentAvatarTrainer
+from latentavatar_ns.utils.checkpoints import NonFiniteGuard, TrainingError, checkpoints_in, load_newest, prune
+from latentavatar_ns.utils.io import atomic_write
 
 
 def tiny_trainer_config(data: Path, out: Path, **overrides):
@@ -49,28 +50,32 @@ class _FailsHalfway:
         raise OSError("disk full")
 
 
+def save(payload, path: Path, tmp_dir: Optional[Path] = None) -> None:
+    with atomic_write(path, tmp_dir=tmp_dir) as tmp:
+        torch.save(payload, tmp)
+
+
 def test_interrupted_save_leaves_the_previous_checkpoint(tmp_path: Path):
     folder = tmp_path / "models"
-    write_atomic({"step": 1, "w": torch.ones(3)}, folder / "step-000000001.ckpt", tmp_dir=tmp_path)
+    save({"step": 1, "w": torch.ones(3)}, folder / "step-000000001.ckpt", tmp_dir=tmp_path)
     with pytest.raises(OSError, match="disk full"):
-        write_atomic({"step": 2, "w": torch.ones(3), "bad": _FailsHalfway()}, folder / "step-000000002.ckpt",
-                     tmp_dir=tmp_path)
+        save({"step": 2, "w": torch.ones(3), "bad": _FailsHalfway()}, folder / "step-000000002.ckpt", tmp_dir=tmp_path)
     assert [p.name for p in folder.iterdir()] == ["step-000000001.ckpt"]
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert [p.name for p in tmp_path.iterdir()] == ["models"]  # no temporary left behind
     assert torch.load(folder / "step-000000001.ckpt", weights_only=True)["step"] == 1
 
 
 def test_prune_keeps_the_newest_and_ignores_other_files(tmp_path: Path):
     for step in (5, 10, 100, 20):
         (tmp_path / f"step-{step:09d}.ckpt").write_bytes(b"x")
-    (tmp_path / ".step-000000200.ckpt.tmp").write_bytes(b"partial")
+    (tmp_path / ".step-000000200.123-0a1b2c3d.tmp.ckpt").write_bytes(b"partial")  # an atomic_write temporary
     prune(tmp_path, ".ckpt", keep=2)
     assert [p.name for p in checkpoints_in(tmp_path, ".ckpt")] == ["step-000000020.ckpt", "step-000000100.ckpt"]
 
 
 def test_damaged_newest_checkpoint_falls_back_with_a_warning(tmp_path: Path):
     for step in (1, 2):
-        write_atomic({"step": step}, tmp_path / f"step-{step:09d}.ckpt")
+        save({"step": step}, tmp_path / f"step-{step:09d}.ckpt")
     newest = tmp_path / "step-000000002.ckpt"
     newest.write_bytes(newest.read_bytes()[:20])
     with pytest.warns(UserWarning, match="step-000000002.ckpt: cannot read checkpoint"):
@@ -120,7 +125,7 @@ def test_kill_9_then_resume_restores_step_optimiser_and_codes(synthetic_dataset:
     found = checkpoints_in(models, ".ckpt")
     assert found, err.decode()[-3000:]
     assert len(found) <= 3  # the newest few are kept
-    assert not [p for p in models.iterdir() if p.suffix != ".ckpt"]  # temporaries live outside this folder
+    assert sorted(models.iterdir()) == found  # temporaries live outside this folder
     newest = found[-1]
     saved = torch.load(newest, map_location="cpu", weights_only=True)
 
@@ -238,12 +243,12 @@ def _load_everything(root: Path) -> None:
             dataset.get_data(i)
 
 
-@pytest.mark.parametrize("breaker", sorted(fuzz.DATASET_BREAKERS))
+@pytest.mark.parametrize("breaker", sorted(malformed_inputs.DATASET_BREAKERS))
 def test_every_broken_dataset_is_one_error_naming_the_file(official_dataset: Path, tmp_path: Path, breaker: str):
     from latentavatar_ns.data.format import DatasetError
 
     _load_everything(official_dataset)  # the intact copy loads
-    named = fuzz.broken_dataset(official_dataset, tmp_path / "broken", breaker)
+    named = malformed_inputs.broken_dataset(official_dataset, tmp_path / "broken", breaker)
     with pytest.raises(DatasetError) as exc:
         _load_everything(tmp_path / "broken")
     message = str(exc.value)
@@ -251,22 +256,23 @@ def test_every_broken_dataset_is_one_error_naming_the_file(official_dataset: Pat
 
 
 def test_classify_sorts_endings():
-    assert fuzz.classify(1, "", "noise\nerror: /d/img.jpg: cannot read image\n", "/d/img.jpg") == \
+    assert malformed_inputs.classify(1, "", "noise\nerror: /d/img.jpg: cannot read image\n", "/d/img.jpg") == \
         ("error", "error: /d/img.jpg: cannot read image")
-    assert fuzz.classify(1, "", "error: something else\n", "/d/img.jpg")[0] == "unclear-error"
-    assert fuzz.classify(1, "", "Traceback (most recent call last):\nKeyError: 1\n", "/d")[0] == "traceback"
-    assert fuzz.classify(0, "skipped 3 frames without a face\n", "", "/d")[0] == "skip"
-    assert fuzz.classify(0, "done\n", "", "/d")[0] == "accepted"
-    assert fuzz.classify(None, "", "", "/d")[0] == "timeout"
+    assert malformed_inputs.classify(1, "", "error: something else\n", "/d/img.jpg")[0] == "unclear-error"
+    assert malformed_inputs.classify(1, "", "Traceback (most recent call last):\nKeyError: 1\n", "/d")[0] == "traceback"
+    assert malformed_inputs.classify(0, "skipped 3 frames without a face\n", "", "/d")[0] == "skip"
+    assert malformed_inputs.classify(0, "done\n", "", "/d")[0] == "accepted"
+    assert malformed_inputs.classify(None, "", "", "/d")[0] == "timeout"
 
 
 @pytest.fixture(scope="module")
-def fixtures(synthetic_dataset: Path, tiny_trained_run: Path) -> fuzz.Fixtures:
-    from latentavatar_ns.data.assets import asset_path
+def fixtures(synthetic_dataset: Path, tiny_trained_run: Path) -> malformed_inputs.Fixtures:
+    from latentavatar_ns.assets.cache import asset_path
 
-    return fuzz.Fixtures(dataset=synthetic_dataset, avatar_config=tiny_trained_run,
-                         face_video=asset_path("single_face.mp4"), face_noface_video=asset_path("face_noface.mov"),
-                         face_image=asset_path("single_face.jpg"))
+    return malformed_inputs.Fixtures(dataset=synthetic_dataset, avatar_config=tiny_trained_run,
+                                     face_video=asset_path("single_face.mp4"),
+                                     face_noface_video=asset_path("face_noface.mov"),
+                                     face_image=asset_path("single_face.jpg"))
 
 
 # The dataset cases run in-process above; through the commands, a sample of every other kind (all of them
@@ -275,11 +281,11 @@ CLI_CASES = ["ns-train: NaN pose", "ns-train: run folder already holds checkpoin
              "ns-train: --load-dir with only a damaged checkpoint", "synth: output folder not empty",
              "reenact: config points at missing checkpoints", "reenact: config is not YAML",
              "reenact: empty driving dataset", "ynet: output inside the actor dataset"]
-CLI_CASES += [c.name for c in fuzz.all_cases() if c.command == "ns-latentavatar-process"]
+CLI_CASES += [c.name for c in malformed_inputs.all_cases() if c.command == "ns-latentavatar-process"]
 
 
 @pytest.mark.parametrize("name", CLI_CASES)
-def test_commands_refuse_malformed_input_with_one_line(fixtures: fuzz.Fixtures, tmp_path: Path, name: str):
-    case = next(c for c in fuzz.all_cases() if c.name == name)
-    outcome = fuzz.run_case(case, tmp_path / "case", fixtures)
+def test_commands_refuse_malformed_input_with_one_line(fixtures: malformed_inputs.Fixtures, tmp_path: Path, name: str):
+    case = next(c for c in malformed_inputs.all_cases() if c.name == name)
+    outcome = malformed_inputs.run_case(case, tmp_path / "case", fixtures)
     assert outcome.ok, outcome

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from latentavatar_ns.data import synthetic as synth
+from latentavatar_ns import synthetic as synth
 from latentavatar_ns.data.format import (
     OFFICIAL_BOX,
     OFFICIAL_W2C,
@@ -23,7 +23,8 @@ from latentavatar_ns.data.format import (
     load_params,
     read_camera,
 )
-from latentavatar_ns.data.synthetic import (
+from latentavatar_ns.scripts.synth import entrypoint
+from latentavatar_ns.synthetic import (
     EXPRESSION_KEYS,
     FACE_REGION,
     Expression,
@@ -37,6 +38,8 @@ from latentavatar_ns.data.synthetic import (
     sample_expressions,
     sample_motion,
 )
+from latentavatar_ns.synthetic.scene import _Scene
+from latentavatar_ns.synthetic.writer import _dataset_seeds
 
 FRONT = np.array([0.0, 0.0, 0.0, 0.0, 0.013, 0.0])
 SCALE = 0.1
@@ -155,7 +158,7 @@ def test_head_stays_inside_the_canonical_box():
     extreme = Expression(jaw_open=1.0, smile=1.0, brow_raise=1.0, gaze_x=1.0, gaze_y=1.0)
     for i in range(8):
         for expression in (Expression(), extreme):
-            b_lo, b_hi = synth._Scene(HeadIdentity.preset(i), expression).bounds()
+            b_lo, b_hi = _Scene(HeadIdentity.preset(i), expression).bounds()
             assert np.all(b_lo > lo + 0.05) and np.all(b_hi < hi - 0.05), (i, b_lo, b_hi)
     centre = np.array(FACE_REGION["center"])
     assert centre.shape == (3,) and FACE_REGION["half_width"] > 0 and FACE_REGION["half_height"] > 0
@@ -210,7 +213,7 @@ def test_drive_from_replays_the_driver_exactly(tmp_path: Path, official_dataset:
             assert np.array_equal(pa.extra["frame"], pb.extra["frame"])
             assert int(pb.extra["identity"][0]) == 2
             # The driven frame is exactly identity 2 rendered with the driver's pose and expression.
-            seed = synth._dataset_seeds(0, 2)[2]
+            seed = _dataset_seeds(0, 2)[2]
             rgb, _ = render_head(HeadIdentity.preset(2), Expression.from_array(pa.extra["expression"]), pb.pose,
                                  pb.scale, CameraSpec.official(48), make_background(48, 48, seed))
             assert np.abs(np.asarray(Image.open(fb.image), dtype=np.float32) / 255 - rgb).max() <= 1 / 255
@@ -233,14 +236,24 @@ def test_refuses_to_overwrite_unless_asked(tmp_path: Path):
         make_dataset(tmp_path / "bad", num_frames=1, eval_fraction=0.5, progress=False)
 
 
+def test_options_are_stated_once(tmp_path: Path):
+    """make_dataset's options are DatasetOptions' fields, which are also the command's flags."""
+    from latentavatar_ns.scripts.synth import SynthConfig
+
+    assert [f.name for f in dataclasses.fields(SynthConfig)] == [f.name for f in dataclasses.fields(synth.DatasetOptions)]
+    with pytest.raises(TypeError, match="num_frame"):
+        make_dataset(tmp_path / "typo", num_frame=3, progress=False)
+    assert not (tmp_path / "typo").exists()
+
+
 def test_cli_writes_a_dataset(tmp_path: Path, monkeypatch, capsys):
     out = tmp_path / "cli"
     monkeypatch.setattr(sys, "argv", ["ns-latentavatar-synth", "--output-dir", str(out), "--num-frames", "3",
                                       "--resolution", "32", "--identity", "3", "--image-format", "png"])
-    synth.main()
+    entrypoint()
     assert str(out) in capsys.readouterr().out and len(list(out.glob("*/img_*.png"))) == 3
     with pytest.raises(SystemExit, match="not empty"):
-        synth.main()
+        entrypoint()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,7 +277,7 @@ def test_detailed_dataset_is_deterministic_and_not_smooth(tmp_path: Path, detail
     monkeypatch.setattr(sys, "argv", ["ns-latentavatar-synth", "--output-dir", str(again), "--identity", "1",
                                       "--num-frames", "4", "--resolution", "48", "--eval-fraction", "0.25",
                                       "--seed", "3", "--image-format", "png", "--detail"])
-    synth.main()
+    entrypoint()
     detailed = images_of(detailed_dataset)
     assert len(detailed) == 4 and all(np.array_equal(a, b) for a, b in zip(detailed, images_of(again)))
     assert json.loads((detailed_dataset / synth.SYNTH_FILE).read_text())["detail"] is True

@@ -13,7 +13,7 @@ import yaml
 from clitools import run_cli
 from trainers import tiny_trainer
 
-from latentavatar_ns.configs import tiny_config
+from latentavatar_ns.method.configs import tiny_config
 
 
 def heldout_psnr(pipeline) -> float:
@@ -102,7 +102,7 @@ def test_checkpoint_reloads_with_eval_setup(trained_run: Path):
 def test_expression_gain_is_zero_for_an_avatar_that_ignores_its_code(trained_run: Path, monkeypatch):
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from latentavatar_ns.evaluation import expression_gain
+    from latentavatar_ns.utils.metrics import expression_gain
 
     _, pipeline, _, _ = eval_setup(trained_run, test_mode="test")
     gain = expression_gain(pipeline)
@@ -196,7 +196,7 @@ def test_patch_wise_training_renders_a_window_of_the_frame(synthetic_dataset: Pa
     assert torch.allclose(part, full[top:top + size, left:left + size], atol=1e-6)
     model.eval()
     with torch.no_grad():
-        planes = model.triplanes(model.stored_code(full_cams))
+        planes = model.triplanes(model.code_table.lookup(full_cams))
         whole = model.render(planes, full_cams)
         window = model.render(planes, full_cams, (top, left, size))
     assert torch.allclose(window["rgb_low"], whole["rgb_low"][:, top:top + size, left:left + size], atol=1e-5)

@@ -174,7 +174,7 @@ def test_ns_render_camera_path_expression_from_time_or_chosen_frame(tiny_trained
 
 
 def test_ns_render_interpolate(tiny_trained_run: Path, synthetic_dataset: Path, tmp_path: Path):
-    from latentavatar_ns.video import read_video
+    from latentavatar_ns.utils.video import read_video
 
     # Video through ffmpeg, with no system ffmpeg on PATH: the bundled imageio-ffmpeg one is found.
     result = subprocess.run([str(BIN / "ns-render"), "interpolate", "--load-config", str(tiny_trained_run),

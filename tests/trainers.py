@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from latentavatar_ns.configs import tiny_config
+from latentavatar_ns.method.configs import tiny_config
 
 
 def tiny_trainer(data: Path, out: Path, device: str = "cpu", mixed_precision: bool = False, **model_options):

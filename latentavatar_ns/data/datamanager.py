@@ -13,6 +13,7 @@ from functools import cached_property
 from typing import Dict, List, Literal, Tuple, Type
 
 import torch
+import tyro
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -30,8 +31,9 @@ class LatentAvatarDataManagerConfig(FullImageDatamanagerConfig):
     """Images per training step (each moment with its own expression code)."""
     views_per_moment: int = 1
     """Multi-view captures: views of one moment in a batch (1 draws every image independently, as for a video)."""
-    encoder_crop_size: int = 128
-    """Side of the face crop fed to the expression encoder."""
+    encoder_crop_size: tyro.conf.Suppress[int] = 128
+    """Side of the face crops the datasets cut; not a flag: the pipeline sets it from the model's
+    ``encoder_crop_size``, the one place it is chosen."""
     cache_images: Literal["cpu", "gpu"] = "gpu"
     """Keep decoded frames on the training device ("gpu") or in host memory ("cpu")."""
     cache_images_type: Literal["uint8", "float32"] = "uint8"

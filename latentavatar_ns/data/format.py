@@ -27,6 +27,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from latentavatar_ns.utils.errors import LatentAvatarError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SPLITS = ("train", "eval")
 CAMERA_FILE = "camera.json"
@@ -45,7 +47,7 @@ _VIEW_FRAME_RE = re.compile(r"^img_(\d+)_(.+)$")
 _VIEW_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 
 
-class DatasetError(ValueError):
+class DatasetError(LatentAvatarError, ValueError):
     """Bad dataset input. The message names the file and the problem, on one line."""
 
 

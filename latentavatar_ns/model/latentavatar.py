@@ -15,7 +15,8 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 from torch import Tensor, nn
 
-from latentavatar_ns.evaluation import ImageMetrics, psnr_db
+from latentavatar_ns.utils.metrics import ImageMetrics, psnr_db
+from latentavatar_ns.model.code_table import CodeSource, FrameCodeTable
 from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
 from latentavatar_ns.model.field import TriplaneField
 from latentavatar_ns.model.generator import TriplaneGenerator
@@ -23,7 +24,7 @@ from latentavatar_ns.model.lpips import load_lpips
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
 from latentavatar_ns.data.regions import REGIONS, box_masks, masked_l1
 from latentavatar_ns.model.rendering import VolumeRenderer
-from latentavatar_ns.model.sampling import OccupancyGrid, ProposalSampler, UniformBoxSampler
+from latentavatar_ns.model.sampling import make_sampler
 from latentavatar_ns.model.superres import SuperResolution
 
 
@@ -164,7 +165,7 @@ class LatentAvatarModel(Model):
         self._lpips_loss = self._lpips if cfg.lpips_loss_net == "vgg" else (
             (load_lpips(cfg.lpips_loss_net),) if cfg.lpips_loss_weight > 0 else (None,))
         self._plane_cache: Optional[Tuple[Tensor, Tensor]] = None
-        self._expression_panel: Tuple[Optional[nn.Module]] = (None,)
+        self._code_source: Tuple[Optional[CodeSource]] = (None,)
         if cfg.compile_networks:
             # In place (Module.compile): parameter names, and so checkpoints, stay those of the eager modules.
             for module in (self.superres, self.field.density_mlp, self.field.feature_mlp):
@@ -197,20 +198,20 @@ class LatentAvatarModel(Model):
         return groups
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        if not isinstance(self.renderer.sampler, OccupancyGrid):
+        every = self.renderer.sampler.update_every
+        if every <= 0:
             return []
         return [TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
-                                 update_every_num_iters=self.config.occupancy_update_every,
-                                 func=self.update_occupancy)]
+                                 update_every_num_iters=every, func=self.update_sampler)]
 
     @torch.no_grad()
-    def update_occupancy(self, step: int) -> None:
-        """Refresh the occupancy grid with the maximum density over several training frames' codes."""
-        grid = self.renderer.sampler
-        if step < self.config.occupancy_warmup_steps:
+    def update_sampler(self, step: Optional[int] = None) -> None:
+        """Show the sampler the field's density, the maximum over several training frames' codes, so what it
+        keeps holds for every expression. Before the sampler's warm-up ``step`` this does nothing."""
+        sampler = self.renderer.sampler
+        if step is not None and step < sampler.warmup_steps:
             return
-        seen = self.frame_codes[: self.num_train_frames]
-        seen = seen[seen.abs().sum(dim=1) > 0]
+        seen = self.code_table.seen()
         if len(seen) == 0:
             return
         pick = torch.randperm(len(seen), device=seen.device)[: self.config.occupancy_num_codes]
@@ -223,7 +224,7 @@ class LatentAvatarModel(Model):
             xyz = self.renderer.normalise(points)[None].expand(len(planes), -1, -1)
             return self.field.density(planes, xyz)[0][..., 0].amax(dim=0)
 
-        grid.update(max_density)
+        sampler.update(max_density)
 
     # ------------------------------------------------------------------------------------------
     # Codes
@@ -236,33 +237,17 @@ class LatentAvatarModel(Model):
             crops = crops + torch.randn_like(crops) * self.config.encoder_noise_std
         return self.encoder(crops)
 
-    def stored_code(self, cameras: Cameras) -> Float[Tensor, "B D"]:
-        """The code of the frame a camera stands for: its own index, a training camera, or a time."""
-        b = cameras.shape[0]
-        meta = cameras.metadata or {}
-        if "code_idx" in meta:
-            idx = torch.as_tensor(meta["code_idx"], device=self.device).reshape(-1)
-        elif "cam_idx" in meta:  # a training camera (the viewer): the code of its image's frame
-            cam = torch.as_tensor(meta["cam_idx"], device=self.device).reshape(-1)
-            idx = self.train_image_codes[cam.clamp(0, len(self.train_image_codes) - 1)]
-        elif cameras.times is not None:
-            return self.frame_codes[self.frame_at_times(cameras.times, b)]
-        else:
-            idx = torch.zeros(1, dtype=torch.long, device=self.device)
-        idx = idx.clamp(0, self.frame_codes.shape[0] - 1)
-        return self.frame_codes[idx.expand(b) if idx.numel() == 1 else idx]
+    @property
+    def code_table(self) -> FrameCodeTable:
+        """The stored codes (``frame_codes``) as a table: lookup by camera or time, writes per moment."""
+        return FrameCodeTable(self.frame_codes, self.train_image_codes, self.num_train_frames)
 
-    def frame_at_times(self, times: Float[Tensor, "*B 1"], num: int) -> Tensor:
-        """Training frame shown at a time in [0, 1] (a camera path's keyframe time): 0 first, 1 last."""
-        idx = (times.reshape(-1).to(self.device).clamp(0.0, 1.0) * (self.num_train_frames - 1)).round().long()
-        return idx.expand(num) if idx.numel() == 1 else idx
+    def set_code_source(self, source: Optional[CodeSource]) -> None:
+        """A source asked first for the codes of camera-only renders (the viewer's expression panel).
 
-    def attach_expression_panel(self, panel: Optional[nn.Module]) -> None:
-        """The viewer's expression panel (``viewer_panel.ExpressionPanel``), asked first for camera-only renders.
-
-        Held outside the module tree: the panel belongs to the pipeline and has no state to save.
+        Held outside the module tree: the source belongs to the pipeline and has no state to save.
         """
-        self._expression_panel = (panel,)
+        self._code_source = (source,)
 
     def triplanes(self, code: Float[Tensor, "B D"]) -> Float[Tensor, "B 3 C R R"]:
         """Expression code -> person-specific code theta -> tri-plane."""
@@ -293,41 +278,33 @@ class LatentAvatarModel(Model):
     def get_outputs(self, cameras: Cameras, batch: Optional[Dict] = None) -> Dict[str, Tensor]:  # type: ignore[override]
         """Batched outputs: ``rgb`` (B, H, W, 3) at the camera's resolution and low-res maps.
 
-        With ``encoder_crop`` in the batch the code comes from the image (training, held-out
-        frames); otherwise from the stored code of the frame the camera stands for.
+        Choose each image's code, make its tri-plane, render it (in training from the image's refined
+        head pose and, with patch-wise training, only a window of it).
         """
-        if cameras.shape == ():
-            cameras = cameras.reshape((1,))
-        cameras = cameras.to(self.device)
+        cameras = (cameras.reshape((1,)) if cameras.shape == () else cameras).to(self.device)
         batch = _batched(batch)
+        code = self.codes_for(cameras, batch)
+        if self.training:
+            if self.pose_refinement is not None and batch is not None and "image_idx" in batch:
+                cameras = self.pose_refinement(cameras, torch.as_tensor(batch["image_idx"]).reshape(-1))
+            window = self.training_window(cameras) if batch is not None and "image" in batch else None
+            return self.render(self.triplanes(code), cameras, window)
+        if self.config.inference_dtype == "float32":
+            return self.render(self.triplanes(code), cameras)
+        with torch.autocast(self.device.type, dtype=getattr(torch, self.config.inference_dtype)):
+            out = self.render(self.triplanes(code), cameras)
+        return {k: v.float() if torch.is_floating_point(v) else v for k, v in out.items()}
+
+    def codes_for(self, cameras: Cameras, batch: Optional[Dict]) -> Float[Tensor, "B D"]:
+        """Each image's expression code: encoded from its face crop when the batch has one (training,
+        held-out frames; stored in the code table), else the code source's (the viewer), else the
+        stored code of the frame the camera stands for."""
         if batch is not None and "encoder_crop" in batch:
-            crops = batch["encoder_crop"].to(self.device)
-            idx = torch.as_tensor(batch["code_idx"], device=self.device).reshape(-1) if "code_idx" in batch else None
-            moments, inverse = torch.unique(idx, return_inverse=True) if idx is not None else (None, None)
-            if moments is not None and len(moments) < len(idx):
-                # Views of one moment (multi-view captures) share its crop: one code per moment.
-                first = torch.full_like(moments, len(idx)).scatter_reduce(
-                    0, inverse, torch.arange(len(idx), device=self.device), "amin")
-                code = self.encode(crops[first])
-                self.frame_codes[moments] = code.detach()
-                code = code[inverse]
-            else:
-                code = self.encode(crops)
-                if idx is not None:
-                    self.frame_codes[idx] = code.detach()
-        else:
-            panel = self._expression_panel[0]
-            code = panel.code_for(cameras, self) if panel is not None else None
-            code = self.stored_code(cameras) if code is None else code
-        if not self.training and self.config.inference_dtype != "float32":
-            with torch.autocast(self.device.type, dtype=getattr(torch, self.config.inference_dtype)):
-                out = self.render(self.triplanes(code), cameras)
-            return {k: v.float() if torch.is_floating_point(v) else v for k, v in out.items()}
-        if self.training and self.pose_refinement is not None and batch is not None and "image_idx" in batch:
-            cameras = self.pose_refinement(cameras, torch.as_tensor(batch["image_idx"]).reshape(-1))
-        planes = self.triplanes(code)
-        window = self.training_window(cameras) if self.training and batch is not None and "image" in batch else None
-        return self.render(planes, cameras, window)
+            idx = torch.as_tensor(batch["code_idx"]).reshape(-1) if "code_idx" in batch else None
+            return self.code_table.encode(self.encode, batch["encoder_crop"].to(self.device), idx)
+        source = self._code_source[0]
+        code = source.code_for(cameras, self.code_table) if source is not None else None
+        return self.code_table.lookup(cameras) if code is None else code
 
     def low_res_size(self, height: int, width: int) -> Tuple[int, int]:
         scale = self.config.sr_scale
@@ -408,8 +385,7 @@ class LatentAvatarModel(Model):
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         image, _, _ = self._targets(outputs, batch)
         metrics = {"psnr": psnr_db(outputs["rgb"].detach(), image), "field_evals_per_ray": outputs["field_evals_per_ray"]}
-        if isinstance(self.renderer.sampler, OccupancyGrid):
-            metrics["occupied_fraction"] = torch.tensor(self.renderer.sampler.occupied_fraction)
+        metrics.update({k: torch.tensor(v) for k, v in self.renderer.sampler.metrics().items()})
         return metrics
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
@@ -469,17 +445,6 @@ class LatentAvatarModel(Model):
             "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
         }
         return metrics, images
-
-
-def make_sampler(cfg: LatentAvatarModelConfig, aabb: Tensor) -> nn.Module:
-    if cfg.sampler == "uniform":
-        return UniformBoxSampler(cfg.num_samples)
-    if cfg.sampler == "proposal":
-        return ProposalSampler(aabb, cfg.num_proposal_samples, cfg.num_nerf_samples, hash_max_res=cfg.proposal_hash_max_res,
-                               bake_resolution=cfg.proposal_bake_resolution)
-    if cfg.sampler == "occupancy":
-        return OccupancyGrid(aabb, cfg.occupancy_resolution, cfg.occupancy_candidates, cfg.occupancy_threshold)
-    raise ValueError(f"unknown sampler {cfg.sampler!r}: choose uniform, proposal or occupancy")
 
 
 def _batched(batch: Optional[Dict]) -> Optional[Dict]:

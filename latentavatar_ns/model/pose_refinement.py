@@ -3,15 +3,17 @@
 A monocular tracker's head pose is never exact. Without a place of its own for the error, the
 expression code is the only per-frame input left to explain a misplaced head, and it learns to
 (the silhouette then depends on the code). This module gives each training image a small rigid
-motion of canonical head space, learned with the avatar, so pose error goes there instead.
+motion of canonical head space, learned with the avatar, so pose error goes there instead, and
+fits the same correction to a single image at test time (``fit_head_pose``).
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Callable, Dict
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.lie_groups import exp_map_SO3xR3
 from torch import Tensor, nn
@@ -41,3 +43,25 @@ class HeadPoseRefinement(nn.Module):
     def regularizer(self, image_idx: Int[Tensor, "B"]) -> Tensor:
         """Mean squared size of the corrections in use: keeps frames without error where the tracker put them."""
         return self.correction[image_idx.to(self.correction.device)].pow(2).sum(dim=-1).mean()
+
+
+def fit_head_pose(render: Callable[[Cameras], Dict[str, Tensor]], cameras: Cameras,
+                  image: Float[Tensor, "H W 3"], steps: int = 40, lr: float = 3e-3) -> Cameras:
+    """Test-time refinement: the rigid head-pose correction under which a fixed avatar best explains ``image``.
+
+    ``render`` maps one camera to the avatar's outputs (its ``rgb`` at the image's resolution); only the
+    correction is optimised (L1 on the image), so the avatar's weights and codes stay as they are. A frame
+    whose tracked pose is off by the tracker's error is then seen where its head really is, which is how
+    held-out and driving frames are aligned before they are scored.
+    """
+    refinement = HeadPoseRefinement(1).to(image.device)
+    optimizer = torch.optim.Adam(refinement.parameters(), lr=lr)
+    index = torch.zeros(1, dtype=torch.long)
+    target = image[None, ..., :3]
+    for _ in range(steps):
+        with torch.enable_grad():
+            loss = (render(refinement(cameras, index))["rgb"] - target).abs().mean()
+            (refinement.correction.grad,) = torch.autograd.grad(loss, [refinement.correction])
+        optimizer.step()
+    with torch.no_grad():
+        return refinement(cameras, index)

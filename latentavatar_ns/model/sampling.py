@@ -9,14 +9,15 @@ of them land in empty space. Three strategies share one interface:
 - ``occupancy``: a binary grid over the box, kept conservative over many expressions, culls
   candidate samples in empty cells; marching stops once a ray is opaque (early termination).
 
-A sampler returns dense (rays, samples) ray samples plus a mask of the samples the main field
-must evaluate; the renderer fills the rest with zero density.
+Each is a ``RaySampler``, chosen by name through ``SAMPLERS``. A sampler returns dense (rays,
+samples) ray samples plus a mask of the samples the main field must evaluate; the renderer fills
+the rest with zero density.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +51,32 @@ class Samples:
     ray_samples_list: List[RaySamples] = field(default_factory=list)
 
 
-class UniformBoxSampler(nn.Module):
+class RaySampler(nn.Module):
+    """The interface the model, the renderer and the pipeline use, whichever sampler it is."""
+
+    update_every: int = 0
+    """Training steps between ``update`` calls; 0 for a sampler that keeps no picture of the field."""
+    warmup_steps: int = 0
+    """Steps before the first ``update``: the field must have some shape first."""
+    refill_passes: int = 0
+    """``update`` calls that rebuild the sampler's state when a checkpoint holds none for it."""
+
+    def forward(self, rays: RayBundle) -> Samples:
+        raise NotImplementedError
+
+    def loss(self, samples: Samples, weights: Tensor) -> Optional[Tensor]:
+        """The sampler's own training loss, given the main field's (detached) weights; None if it has none."""
+        return None
+
+    def update(self, density_fn: Callable[[Tensor], Tensor]) -> None:
+        """Refresh from the field's density (canonical points (M, 3) -> (M,)), the max over several expressions."""
+
+    def metrics(self) -> Dict[str, float]:
+        """Numbers worth logging in training."""
+        return {}
+
+
+class UniformBoxSampler(RaySampler):
     """The paper's sampler: ``num_samples`` evenly spaced (jittered in training) between box entry and exit."""
 
     def __init__(self, num_samples: int = 64):
@@ -60,11 +86,8 @@ class UniformBoxSampler(nn.Module):
     def forward(self, rays: RayBundle) -> Samples:
         return Samples(self.sampler(rays))
 
-    def loss(self, samples: Samples, weights: Tensor) -> Optional[Tensor]:
-        return None
 
-
-class ProposalSampler(nn.Module):
+class ProposalSampler(RaySampler):
     """One hash-grid proposal network (tiny-cuda-nn when installed, pure torch otherwise).
 
     The proposal density does not depend on the expression, so outside training it is read from a
@@ -127,7 +150,7 @@ class ProposalSampler(nn.Module):
         return interlevel_loss(samples.weights_list + [weights], samples.ray_samples_list + [samples.ray_samples])
 
 
-class OccupancyGrid(nn.Module):
+class OccupancyGrid(RaySampler):
     """A binary grid over the canonical box that stays conservative over all expressions.
 
     Each update evaluates the field for several expression codes at every cell's corners and at a
@@ -136,9 +159,12 @@ class OccupancyGrid(nn.Module):
     is dilated by one cell.
     """
 
+    refill_passes = 4  # several jittered updates, as training would have made
+
     def __init__(self, aabb: Tensor, resolution: int = 64, num_candidates: int = 128, threshold: float = 0.01,
-                 decay: float = 0.95, chunk: int = 32):
+                 decay: float = 0.95, chunk: int = 32, update_every: int = 16, warmup_steps: int = 0):
         super().__init__()
+        self.update_every, self.warmup_steps = update_every, warmup_steps
         self.resolution = resolution
         self.threshold = threshold
         self.decay = decay
@@ -185,9 +211,28 @@ class OccupancyGrid(nn.Module):
         samples = self.sampler(rays)
         return Samples(samples, evaluate=self.is_occupied(samples.frustums.get_positions()), chunk=self.chunk)
 
-    def loss(self, samples: Samples, weights: Tensor) -> Optional[Tensor]:
-        return None
-
     @property
     def occupied_fraction(self) -> float:
         return float(self.occupied.float().mean())
+
+    def metrics(self) -> Dict[str, float]:
+        return {"occupied_fraction": self.occupied_fraction}
+
+
+SAMPLERS: Dict[str, Callable[[Any, Tensor], RaySampler]] = {
+    "uniform": lambda cfg, aabb: UniformBoxSampler(cfg.num_samples),
+    "proposal": lambda cfg, aabb: ProposalSampler(
+        aabb, cfg.num_proposal_samples, cfg.num_nerf_samples, hash_max_res=cfg.proposal_hash_max_res,
+        bake_resolution=cfg.proposal_bake_resolution),
+    "occupancy": lambda cfg, aabb: OccupancyGrid(
+        aabb, cfg.occupancy_resolution, cfg.occupancy_candidates, cfg.occupancy_threshold,
+        update_every=cfg.occupancy_update_every, warmup_steps=cfg.occupancy_warmup_steps),
+}
+"""Each sampler by its ``--pipeline.model.sampler`` name, built from the model config and the canonical box."""
+
+
+def make_sampler(cfg: Any, aabb: Tensor) -> RaySampler:
+    """The sampler the model config names (its ``sampler`` and the options prefixed with that name)."""
+    if cfg.sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {cfg.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[cfg.sampler](cfg, aabb)

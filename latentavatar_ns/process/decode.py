@@ -11,10 +11,12 @@ from typing import Iterator, List, Optional, Tuple
 import numpy as np
 from jaxtyping import UInt8
 
+from latentavatar_ns.utils.errors import LatentAvatarError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-class InputError(ValueError):
+class InputError(LatentAvatarError, ValueError):
     """Unreadable or unusable input; the message names the file and the problem, on one line."""
 
 

@@ -8,11 +8,12 @@ frames are the end of the clip: unseen expressions and head poses).
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+from latentavatar_ns.utils.errors import cli_command
 
 
 @dataclass
@@ -40,29 +41,26 @@ class DemoVideoConfig:
     """Replace an existing output folder."""
 
 
+@cli_command()
 def main() -> None:
     import tyro
 
-    from latentavatar_ns.data.assets import asset_path
+    from latentavatar_ns.assets.cache import asset_path
     from latentavatar_ns.demo import (
         fresh_output_dir,
         print_outputs,
         render_results,
         train,
     )
-    from latentavatar_ns.process.video_to_dataset import USER_ERRORS, ProcessConfig, process
+    from latentavatar_ns.process.video_to_dataset import ProcessConfig, process
 
     cfg = tyro.cli(DemoVideoConfig)
     out = cfg.output_dir
     fresh_output_dir(out, cfg.overwrite)
     start = time.time()
-    try:
-        video = cfg.video if cfg.video is not None else asset_path("single_face.mp4")
-        summary = process(ProcessConfig(input=video, output_dir=out / "data", resolution=cfg.resolution,
-                                        eval_fraction=cfg.eval_fraction, stride=cfg.stride,
-                                        max_frames=cfg.max_frames))
-    except USER_ERRORS as err:
-        sys.exit(f"error: {err}")
+    video = cfg.video if cfg.video is not None else asset_path("single_face.mp4")
+    summary = process(ProcessConfig(input=video, output_dir=out / "data", resolution=cfg.resolution,
+                                    eval_fraction=cfg.eval_fraction, stride=cfg.stride, max_frames=cfg.max_frames))
     process_s = time.time() - start
     config_path = train(out / "data", out / "runs", cfg.iterations, cfg.device)
     train_done = time.time()

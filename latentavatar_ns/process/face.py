@@ -17,6 +17,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from jaxtyping import Float
 
+from latentavatar_ns.utils.errors import LatentAvatarError
+
 MEDIAPIPE_INSTALL = "pip install --no-deps mediapipe==1.2.2 'flatbuffers~=25.9' (or: make setup)"
 _GEOMETRY_MEMBER = "geometry_pipeline_metadata_landmarks.binarypb"
 
@@ -25,7 +27,7 @@ LEFT_EYE_OUTER, RIGHT_EYE_OUTER = 33, 263
 """Eye corners on the image's left and right of a frontal face (the subject's right and left)."""
 
 
-class MissingDependencyError(RuntimeError):
+class MissingDependencyError(LatentAvatarError, RuntimeError):
     """A package the preprocessing needs is not installed; the message says how to install it."""
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Dict, List, Literal, Optional
 
 import numpy as np
 
-from latentavatar_ns.data.assets import AssetMissingError, asset_path
+from latentavatar_ns.assets.cache import asset_path
 from latentavatar_ns.data.format import CameraSpec, FrameParams, frame_paths, save_params, write_camera
 from latentavatar_ns.process import geometry as geo
 from latentavatar_ns.process.decode import FrameSource, InputError
@@ -25,22 +24,17 @@ from latentavatar_ns.process.face import (
     LEFT_EYE_OUTER,
     RIGHT_EYE_OUTER,
     FaceLandmarker,
-    MissingDependencyError,
     load_template,
 )
-from latentavatar_ns.video import to_uint8
+from latentavatar_ns.utils.errors import LatentAvatarError, OutputExistsError, cli_command
+from latentavatar_ns.utils.image import to_uint8
 
 SUMMARY_FILE = "process_summary.json"
 SHEET_FILE = "contact_sheet.png"
 
 
-class ProcessError(ValueError):
+class ProcessError(LatentAvatarError, ValueError):
     """The input cannot become a dataset (e.g. no face anywhere); one line naming the file."""
-
-
-USER_ERRORS = (ProcessError, InputError, AssetMissingError, MissingDependencyError, FileExistsError)
-"""What a bad input, a missing model or package, or an occupied output folder raises: the commands
-print these as one ``error:`` line instead of a traceback."""
 
 
 @dataclass
@@ -115,7 +109,7 @@ def _check_output(cfg: ProcessConfig) -> None:
     out = cfg.output_dir
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not cfg.overwrite:
-            raise FileExistsError(f"{out}: output folder exists and is not empty; pass --overwrite to replace it")
+            raise OutputExistsError(f"{out}: output folder exists and is not empty; pass --overwrite to replace it")
         shutil.rmtree(out) if out.is_dir() else out.unlink()
 
 
@@ -322,14 +316,12 @@ def _write_image(path: Path, array: np.ndarray) -> None:
         img.save(path)
 
 
+@cli_command()
 def main() -> None:
     import tyro
 
     cfg = tyro.cli(ProcessConfig)
-    try:
-        summary = process(cfg)
-    except USER_ERRORS as err:
-        sys.exit(f"error: {err}")
+    summary = process(cfg)
     skipped = summary["skipped"]
     listed = ", ".join(str(s["source_frame"]) for s in skipped[:20]) + (" ..." if len(skipped) > 20 else "")
     print(f"Wrote {cfg.output_dir}: {summary['num_train']} train + {summary['num_eval']} eval frames at "

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 import yaml
 
-from latentavatar_ns.checkpoints import TrainingError, checkpoints_in, load_newest
 from latentavatar_ns.data.dataparser import (
     LatentAvatarDataParser,
     LatentAvatarDataParserConfig,
@@ -27,6 +26,8 @@ from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
 from latentavatar_ns.model.latentavatar import LatentAvatarModelConfig
 from latentavatar_ns.reenact.inputs import ReenactError
 from latentavatar_ns.reenact.ynet import YNetSpec, state_fingerprint
+from latentavatar_ns.utils.checkpoints import TrainingError, checkpoints_in, load_newest
+from latentavatar_ns.utils.image import to_uint8
 
 Split = Literal["train", "eval", "all"]
 
@@ -165,7 +166,7 @@ def load_crops(datasets: List[LatentAvatarDataset], crop_size: int) -> torch.Ten
     for dataset in datasets:
         for i, path in enumerate(dataset.image_filenames):
             crop = extract_crop(read_rgb(path), dataset.crop_affines[i], crop_size)
-            crops.append(np.round(np.clip(crop, 0.0, 1.0) * 255.0).astype(np.uint8).transpose(2, 0, 1))
+            crops.append(to_uint8(crop).transpose(2, 0, 1))
     return torch.from_numpy(np.stack(crops))
 
 

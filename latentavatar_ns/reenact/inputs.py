@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Optional
 
+from latentavatar_ns.utils.errors import LatentAvatarError
+
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif", ".wmv", ".flv")
 
 
-class ReenactError(ValueError):
+class ReenactError(LatentAvatarError, ValueError):
     """Bad input to the reenactment tools; the message is one line naming the file and the problem."""
 
 

@@ -17,7 +17,6 @@ head frontal; ``--camera-path`` renders along a camera path exported by the view
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Literal, Optional, Sequence, Tuple
@@ -26,7 +25,6 @@ import numpy as np
 import tyro
 from typing_extensions import Annotated
 
-from latentavatar_ns.data.format import DatasetError
 from latentavatar_ns.reenact.inputs import (
     ReenactError,
     check_dataset_dir,
@@ -34,6 +32,7 @@ from latentavatar_ns.reenact.inputs import (
     check_new_file,
     check_outside,
 )
+from latentavatar_ns.utils.errors import cli_command
 
 if TYPE_CHECKING:
     import torch
@@ -270,7 +269,7 @@ class Reenactor:
         return pose_cameras(self.camera(), poses.smoothed(smooth))
 
     def fixed_cameras(self, count: int) -> "Cameras":
-        from latentavatar_ns.views import frontal_camera
+        from latentavatar_ns.utils.views import frontal_camera
 
         import torch
 
@@ -340,7 +339,8 @@ def reenact(cfg: ReenactConfig) -> Tuple[Path, int]:
 
     from latentavatar_ns.reenact.avatar import load_avatar
     from latentavatar_ns.reenact.train_ynet import check_avatar_match, load_ynet
-    from latentavatar_ns.video import to_uint8, write_video
+    from latentavatar_ns.utils.image import to_uint8
+    from latentavatar_ns.utils.video import write_video
 
     avatar = load_avatar(cfg.load_config)
     ynet = None
@@ -384,12 +384,10 @@ def reenact(cfg: ReenactConfig) -> Tuple[Path, int]:
     return output, n
 
 
+@cli_command()
 def main(argv: Optional[List[str]] = None) -> None:
     cfg = tyro.cli(ReenactConfig, args=argv)
-    try:
-        output, count = reenact(cfg)
-    except (ReenactError, DatasetError) as err:
-        sys.exit(f"error: {err}")
+    output, count = reenact(cfg)
     print(f"Wrote {output} ({count} frames)")
 
 

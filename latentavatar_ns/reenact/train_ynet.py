@@ -2,7 +2,7 @@
 
     ns-latentavatar-ynet --load-config RUN/config.yml --actor-data data/bob --output-dir ynet/anna-bob
 
-Each step (DESIGN.md section 5) takes a batch of avatar crops and a batch of actor crops:
+Each step takes a batch of avatar crops and a batch of actor crops:
 
 - avatar pass: crop -> E_shared -> D_ava, image loss (1 - SSIM) + L1; code loss
   MSE(mapping(shared code), theta) against the frozen avatar's own theta = mapping(encoder(crop)),
@@ -12,9 +12,8 @@ Each step (DESIGN.md section 5) takes a batch of avatar crops and a batch of act
 
 The losses of both passes are summed into one Adam step. The crossed crop of the cycle is made
 without gradient: when the crossing decoder may learn from the cycle, it hides the person in its
-crop, and the shared codes of the two people stay apart (measured on synthetic heads: the
-distance between the two people's mean codes stayed near the codes' own spread; without that
-gradient it fell to about a third of it, and the actor's thetas came closer to the avatar's).
+crop, and the shared codes of the two people stay apart; without that gradient they come together,
+and the actor's thetas come closer to the avatar's.
 
 The output folder holds ``checkpoints/step-*.pt`` (written atomically; the latest few are kept),
 ``tensorboard/`` logs and ``preview.png`` (rows of input | D_ava | D_act, avatar frames first).
@@ -24,9 +23,7 @@ encoder and mapping weights), so ``ns-latentavatar-reenact`` refuses a Y-network
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,9 +31,11 @@ from typing import Dict, List, Literal, Optional
 
 import tyro
 
-from latentavatar_ns.checkpoints import NonFiniteGuard, TrainingError, checkpoints_in, load_newest, prune, write_atomic
-from latentavatar_ns.data.format import DatasetError
 from latentavatar_ns.reenact.inputs import ReenactError, check_dataset_dir, check_file, check_outside
+from latentavatar_ns.utils.checkpoints import NonFiniteGuard, TrainingError, checkpoints_in, load_newest, prune
+from latentavatar_ns.utils.errors import cli_command
+from latentavatar_ns.utils.image import to_uint8
+from latentavatar_ns.utils.io import atomic_write
 
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
@@ -113,7 +112,11 @@ def checkpoint_paths(folder: Path) -> List[Path]:
 
 def save_checkpoint(folder: Path, step: int, payload: Dict, keep: int) -> Path:
     """Write ``checkpoints/step-XXXXXXXXX.pt`` atomically (temporary beside the folder); prune old ones."""
-    path = write_atomic(payload, Path(folder) / CHECKPOINT_DIR / f"step-{step:09d}.pt", tmp_dir=Path(folder))
+    import torch
+
+    path = Path(folder) / CHECKPOINT_DIR / f"step-{step:09d}.pt"
+    with atomic_write(path, tmp_dir=Path(folder)) as tmp:
+        torch.save(payload, tmp)
     prune(Path(folder) / CHECKPOINT_DIR, ".pt", keep)
     return path
 
@@ -245,15 +248,14 @@ def _preview(ynet, avatar_crops, actor_crops):
             code = ynet.encoder(crops)
             rows.append(torch.cat([crops, ynet.decoder_avatar(code), ynet.decoder_actor(code)], dim=3))
         sheet = torch.cat([torch.cat(list(r), dim=1) for r in rows], dim=1)
-    return (sheet.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype("uint8")
+    return to_uint8(sheet.permute(1, 2, 0).cpu().numpy())
 
 
 def _write_png(path: Path, image) -> None:
     from PIL import Image
 
-    tmp = path.with_name(path.name + ".tmp.png")
-    Image.fromarray(image).save(tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        Image.fromarray(image).save(tmp)
 
 
 def train_ynet(cfg: YNetTrainConfig) -> YNetTrainResult:
@@ -379,12 +381,10 @@ def train_ynet(cfg: YNetTrainConfig) -> YNetTrainResult:
     return YNetTrainResult(Path(checkpoint), history, time.time() - began)
 
 
+@cli_command()
 def main(argv: Optional[List[str]] = None) -> None:
     cfg = tyro.cli(YNetTrainConfig, args=argv)
-    try:
-        result = train_ynet(cfg)
-    except (ReenactError, DatasetError, TrainingError) as err:
-        sys.exit(f"error: {err}")
+    result = train_ynet(cfg)
     print(f"Y-network saved to {result.checkpoint} ({result.seconds:.0f} s); preview: "
           f"{Path(cfg.output_dir) / PREVIEW_FILE}")
     print(f"reenact: ns-latentavatar-reenact --load-config {cfg.load_config} --ynet {cfg.output_dir} "

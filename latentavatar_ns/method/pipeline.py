@@ -19,10 +19,9 @@ from rich.progress import track
 
 from latentavatar_ns.data.datamanager import LatentAvatarDataManagerConfig
 from latentavatar_ns.data.dataset import LatentAvatarDataset
-from latentavatar_ns.ffmpeg import ensure_ffmpeg_on_path
 from latentavatar_ns.model.latentavatar import LatentAvatarModel, LatentAvatarModelConfig
-from latentavatar_ns.model.sampling import OccupancyGrid
-from latentavatar_ns.viewer_panel import ExpressionPanel
+from latentavatar_ns.utils.ffmpeg import ensure_ffmpeg_on_path
+from latentavatar_ns.method.viewer_panel import ExpressionPanel
 
 # Imported through the entry point by every ns-* command: ns-render finds an ffmpeg for its videos.
 ensure_ffmpeg_on_path()
@@ -40,6 +39,7 @@ class LatentAvatarPipeline(VanillaPipeline):
     _model: LatentAvatarModel
 
     def __init__(self, config: LatentAvatarPipelineConfig, *args, **kwargs):
+        config.datamanager.encoder_crop_size = config.model.encoder_crop_size  # the datasets cut what the encoder sees
         super().__init__(config, *args, **kwargs)
         # Time is the expression: a camera path's per-keyframe time picks a training frame, so the
         # viewer's render panel offers time on its keyframes (nerfstudio shows it only for "timed" data).
@@ -47,7 +47,7 @@ class LatentAvatarPipeline(VanillaPipeline):
         # The viewer finds the panel's GUI elements on this module; the model asks it for viewer codes.
         self.expression = ExpressionPanel(self.model.num_train_frames,
                                           self.model.frame_codes.shape[0] - self.model.num_train_frames)
-        self.model.attach_expression_panel(self.expression)
+        self.model.set_code_source(self.expression)
 
     def get_train_loss_dict(self, step: int):
         cameras, batch = self.datamanager.next_train(step)
@@ -115,8 +115,7 @@ class LatentAvatarPipeline(VanillaPipeline):
         for start in range(0, len(images), batch_size):
             items = [dataset.get_data(i) for i in images[start:start + batch_size]]
             crops = torch.stack([item["encoder_crop"] for item in items]).to(self.device)
-            codes = self.model.encode(crops)
-            self.model.frame_codes[torch.tensor([item["code_idx"] for item in items], device=self.device)] = codes
+            self.model.code_table.encode(self.model.encode, crops, torch.tensor([item["code_idx"] for item in items]))
         self.model.train(was_training)
 
     def load_pipeline(self, loaded_state: Dict[str, Any], step: int) -> None:
@@ -136,8 +135,8 @@ class LatentAvatarPipeline(VanillaPipeline):
             loaded_state = {k: v for k, v in loaded_state.items() if k not in theirs}
             loaded_state.update({k: v for k, v in self.state_dict().items() if k in own})
         super().load_pipeline(loaded_state, step)
-        if switched and isinstance(self.model.renderer.sampler, OccupancyGrid):
-            for _ in range(4):  # several jittered passes, as training would have made
-                self.model.update_occupancy(step=self.model.config.occupancy_warmup_steps)
+        if switched:
+            for _ in range(self.model.renderer.sampler.refill_passes):
+                self.model.update_sampler()
         if self.datamanager.eval_dataset is not None and len(self.datamanager.eval_dataset) > 0:
             self.encode_frames(self.datamanager.eval_dataset)

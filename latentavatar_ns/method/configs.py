@@ -5,7 +5,6 @@ Kept light: nerfstudio imports this module for every ``ns-*`` command.
 
 from __future__ import annotations
 
-import sys
 from typing import Dict
 
 import torch
@@ -15,26 +14,15 @@ from nerfstudio.plugins.types import MethodSpecification
 
 from latentavatar_ns.data.datamanager import LatentAvatarDataManagerConfig
 from latentavatar_ns.data.dataparser import LatentAvatarDataParserConfig
-from latentavatar_ns.data.format import DatasetError
 from latentavatar_ns.model.latentavatar import LatentAvatarModelConfig
-from latentavatar_ns.pipeline import LatentAvatarPipelineConfig
-from latentavatar_ns.trainer import LatentAvatarTrainerConfig, TrainingError
+from latentavatar_ns.method.pipeline import LatentAvatarPipelineConfig
+from latentavatar_ns.method.trainer import LatentAvatarTrainerConfig
+from latentavatar_ns.utils.errors import install_excepthook
 
 
-def _one_line_errors() -> None:
-    """Bad input or a diverged run ends an ``ns-*`` command with its one-line message, not a traceback."""
-    previous = sys.excepthook
-
-    def hook(exc_type, exc, tb):
-        if issubclass(exc_type, (DatasetError, TrainingError)):
-            print(f"error: {exc}", file=sys.stderr)
-        else:
-            previous(exc_type, exc, tb)
-
-    sys.excepthook = hook
-
-
-_one_line_errors()
+# Bad input or a diverged run ends an ``ns-*`` command (ns-train, ns-viewer, ns-eval) with its one-line
+# message, not a traceback.
+install_excepthook()
 
 
 def _adam(lr: float) -> Dict[str, Dict]:
@@ -82,7 +70,6 @@ def tiny_config() -> LatentAvatarTrainerConfig:
     config.steps_per_eval_image = 250
     config.steps_per_eval_all_images = 100000
     config.steps_per_save = 500
-    config.pipeline.datamanager.encoder_crop_size = 64
     config.pipeline.model = LatentAvatarModelConfig(
         encoder_crop_size=64,
         encoder_channels=(16, 32, 64, 128),

@@ -23,7 +23,7 @@ def ensure_ffmpeg_on_path() -> Optional[str]:
     try:
         import imageio_ffmpeg
 
-        from latentavatar_ns.data.assets import cache_dir
+        from latentavatar_ns.assets.cache import cache_dir
 
         exe = Path(imageio_ffmpeg.get_ffmpeg_exe())
         folder = cache_dir() / "bin"

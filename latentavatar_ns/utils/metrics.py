@@ -92,7 +92,7 @@ def expression_gain(pipeline) -> Dict[str, float]:
     dataset = pipeline.datamanager.eval_dataset
     model = pipeline.model
     model.eval()
-    mean_planes = model.triplanes(model.frame_codes[: model.num_train_frames].mean(dim=0, keepdim=True))
+    mean_planes = model.triplanes(model.code_table.mean())
     rows = []
     for i in range(len(dataset)):
         item = dataset.get_data(i)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Dict, Literal, Optional
+from typing import Dict, Literal, Optional
 
 import numpy as np
 import torch
@@ -29,8 +29,7 @@ from nerfstudio.viewer.viewer_elements import (
 )
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from latentavatar_ns.model.latentavatar import LatentAvatarModel
+from latentavatar_ns.model.code_table import FrameCodeTable
 
 NO_HELDOUT = "none"
 INITIAL_FOV_DEG = 30.0
@@ -87,7 +86,7 @@ class ExpressionPanel(nn.Module, ViewerControl):
             return self.num_train + int(str(self.choose_heldout.value).rsplit(" ", 1)[-1])
         return int(round(float(self.choose_frame.value)))
 
-    def code_for(self, cameras: Cameras, model: "LatentAvatarModel") -> Optional[Float[Tensor, "B D"]]:
+    def code_for(self, cameras: Cameras, table: FrameCodeTable) -> Optional[Float[Tensor, "B D"]]:
         """The code a viewer render shows, or None when the camera is not the viewer's.
 
         Cameras that name their frame (``code_idx``: dataset cameras) keep it. During a render-panel
@@ -97,10 +96,10 @@ class ExpressionPanel(nn.Module, ViewerControl):
         if not self.active or "code_idx" in meta:
             return None
         b = cameras.shape[0]
-        codes = model.frame_codes
+        codes = table.codes
         if self._previewing_path() and cameras.times is not None:
-            return codes[model.frame_at_times(cameras.times, b)]
-        self._follow_clicked_camera(meta, model)
+            return codes[table.at_times(cameras.times, b)]
+        self._follow_clicked_camera(meta, table)
         last = codes.shape[0] - 1
         code = codes[min(max(self.chosen_index(), 0), last)][None]
         weight = float(self.mix_weight.value)
@@ -113,16 +112,16 @@ class ExpressionPanel(nn.Module, ViewerControl):
         state = getattr(self._viewer, "render_tab_state", None)
         return bool(state is not None and state.preview_render)
 
-    def _follow_clicked_camera(self, meta: Dict, model: "LatentAvatarModel") -> None:
+    def _follow_clicked_camera(self, meta: Dict, table: FrameCodeTable) -> None:
         """A click on a training camera's frustum shows that frame's (moment's) expression."""
         if "cam_idx" not in meta:
             return
         idx = int(torch.as_tensor(meta["cam_idx"]).reshape(-1)[0])
         if idx != self._last_cam_idx:
             self._last_cam_idx = idx
-            if 0 <= idx < len(model.train_image_codes):
+            if 0 <= idx < len(table.image_codes):
                 self.source = "train"
-                self.choose_frame.value = int(model.train_image_codes[idx])
+                self.choose_frame.value = int(table.image_codes[idx])
 
     # ------------------------------------------------------------------------------------------
     # GUI callbacks (each change also makes the viewer re-render)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+from latentavatar_ns.utils.image import to_uint8
+from latentavatar_ns.utils.io import atomic_write
 
 
 def _ffmpeg() -> None:
@@ -34,16 +36,11 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 25.0) -> 
     h, w = first.shape[:2]
     pad = ((0, h % 2), (0, w % 2), (0, 0))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
+    with atomic_write(path) as tmp:
         with mediapy.VideoWriter(tmp, shape=(h + h % 2, w + w % 2), fps=fps) as writer:
             for frame in itertools.chain([first], frames):
                 frame = to_uint8(frame)
                 writer.add_image(np.pad(frame, pad, mode="edge") if h % 2 or w % 2 else frame)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -52,10 +49,3 @@ def read_video(path: Path) -> np.ndarray:
     from latentavatar_ns.process.decode import FrameSource
 
     return np.stack([frame.rgb for frame in FrameSource(path)])
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.dtype == np.uint8:
-        return image
-    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

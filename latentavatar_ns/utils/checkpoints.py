@@ -1,47 +1,27 @@
 """Checkpoints that survive a crash, and a guard against non-finite training steps.
 
-Shared by ``ns-train`` (:mod:`latentavatar_ns.trainer`) and ``ns-latentavatar-ynet``: a checkpoint
-is written to a temporary file in the same folder and renamed into place, so a process killed
-mid-save leaves the previous checkpoints intact; readers skip a damaged newest file and take the
-one before it.
+Shared by ``ns-train`` (:mod:`latentavatar_ns.method.trainer`) and ``ns-latentavatar-ynet``: a checkpoint
+is written through :func:`latentavatar_ns.utils.io.atomic_write`, so a process killed mid-save leaves
+the previous checkpoints intact; readers skip a damaged newest file and take the one before it.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Optional, Tuple, TypeVar
+from typing import Callable, Iterable, List, Optional, Tuple, TypeVar
 
 import torch
+
+from latentavatar_ns.utils.errors import LatentAvatarError
 
 T = TypeVar("T")
 _STEP = re.compile(r"^step-(\d+)\.[A-Za-z]+$")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(LatentAvatarError, RuntimeError):
     """Training cannot go on (or start): printed as one ``error:`` line by the ``ns-*`` commands."""
-
-
-def write_atomic(payload: Any, path: Path, tmp_dir: Optional[Path] = None) -> Path:
-    """``torch.save`` to ``path`` through a temporary file, flushed to disk, then ``os.replace``.
-
-    ``tmp_dir`` (same file system) keeps the temporary out of a folder that other tools list
-    wholesale: nerfstudio's loaders parse every file name in ``nerfstudio_models/`` as a step.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tmp_dir or path.parent) / f".{path.name}.tmp"
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def step_of(path: Path) -> Optional[int]:

@@ -17,16 +17,10 @@ import torch
 from nerfstudio.engine.trainer import TRAIN_INTERATION_OUTPUT, Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from latentavatar_ns.checkpoints import (
-    NonFiniteGuard,
-    TrainingError,
-    checkpoints_in,
-    load_newest,
-    prune,
-    write_atomic,
-)
-from latentavatar_ns.cpu_memory import keep_freed_memory
 from latentavatar_ns.data.format import DatasetError
+from latentavatar_ns.utils.checkpoints import NonFiniteGuard, TrainingError, checkpoints_in, load_newest, prune
+from latentavatar_ns.utils.cpu_memory import keep_freed_memory
+from latentavatar_ns.utils.io import atomic_write
 
 CKPT_SUFFIX = ".ckpt"
 
@@ -143,7 +137,8 @@ class LatentAvatarTrainer(Trainer):
         if self.local_rank != 0:
             return
         path = self.checkpoint_dir / f"step-{step:09d}{CKPT_SUFFIX}"
-        write_atomic(self.checkpoint_state(step), path, tmp_dir=self.checkpoint_dir.parent)
+        with atomic_write(path, tmp_dir=self.checkpoint_dir.parent) as tmp:
+            torch.save(self.checkpoint_state(step), tmp)
         prune(self.checkpoint_dir, CKPT_SUFFIX, self.config.keep_checkpoints)
 
     def _load_checkpoint(self) -> None:

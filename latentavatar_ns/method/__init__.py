@@ -1,0 +1,1 @@
+"""The nerfstudio wiring: method configs (``ns-train latentavatar``), pipeline, trainer and the viewer's expression panel."""
