@@ -1,5 +1,6 @@
 """The steps of ``scripts/gpu_check.sh`` that need code of their own; each writes one JSON file.
 
+    python scripts/gpu_check.py preflight --mode gpu|cpu
     python scripts/gpu_check.py train --data DIR --runs DIR --out train.json [--steps 200] [--cpu]
     python scripts/gpu_check.py speed-tiny [bench_speed.py's arguments]
     python scripts/gpu_check.py console ns-latentavatar-synth [its arguments]
@@ -113,6 +114,35 @@ def _lpips_loss(model) -> str:
     if cfg.lpips_loss_weight <= 0:
         return "off"
     return cfg.lpips_loss_net if model.lpips_loss is not None else f"off ({cfg.lpips_loss_net} weights not fetched)"
+
+
+# ------------------------------------------------------------------------------------------- preflight
+
+
+def cmd_preflight(args: argparse.Namespace) -> None:
+    """What every step needs: PyTorch (with CUDA unless --mode cpu), the project's entry points, its code."""
+    from importlib.metadata import entry_points
+
+    try:
+        import torch
+    except Exception as err:
+        raise SystemExit(f"PyTorch does not import: {err}")
+    if args.mode == "gpu" and not torch.cuda.is_available():
+        raise SystemExit(f"no CUDA device visible to PyTorch {torch.__version__} (--cpu runs the CPU mode)")
+    for group, name in (("nerfstudio.method_configs", "latentavatar"), ("console_scripts", "ns-latentavatar-synth")):
+        found = list(entry_points(group=group, name=name))
+        if not found:
+            raise SystemExit(f"'{name}' is not registered ({group}): run make gpu-kit again, or pip install -e . here")
+        if group == "console_scripts":  # a light module; the method's is loaded by the steps that train
+            try:
+                found[0].load()
+            except Exception as err:
+                raise SystemExit(f"'{name}' does not load ({type(err).__name__}: {err}); "
+                                 "if the code moved since the kit was made, run make gpu-kit again")
+    package = Path(sys.modules[found[0].module.split(".")[0]].__file__).resolve().parent
+    if package.parent != SCRIPTS.parent:
+        print(f"note: the code checked is {package}, not this repository's")
+    print(f"device: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}")
 
 
 # ----------------------------------------------------------------------------------------------- train
@@ -554,7 +584,8 @@ def cmd_summary(args: argparse.Namespace) -> None:
                      "(make gpu-kit GPU_KIT_LPIPS=1, or set LATENTAVATAR_CACHE)")
     summary = {
         "mode": args.mode,
-        "ok": bool(steps) and all(s["status"] == "ok" for s in steps),
+        "ok": bool(steps) and all(s["status"] == "ok" for s in steps) and not args.stopped,
+        "stopped": args.stopped,
         "seconds": sum(s["seconds"] for s in steps),
         "limit_s": sum(s["limit_s"] for s in steps),
         "notes": notes,
@@ -564,8 +595,8 @@ def cmd_summary(args: argparse.Namespace) -> None:
     if args.mode == "gpu":
         summary["targets"] = _targets(out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    lines = [f"gpu_check ({args.mode} mode): {'all steps ok' if summary['ok'] else 'SOME STEPS FAILED'}, "
-             f"{summary['seconds']:.0f} s of {summary['limit_s']} s allowed",
+    verdict = f"STOPPED: {args.stopped}" if args.stopped else "all steps ok" if summary["ok"] else "SOME STEPS FAILED"
+    lines = [f"gpu_check ({args.mode} mode): {verdict}, {summary['seconds']:.0f} s of {summary['limit_s']} s allowed",
              f"{'step':<14}{'status':<9}{'seconds':>8}{'limit':>7}  outputs"]
     for s in steps:
         files = " ".join(s["outputs"] + [f"({o} missing)" for o in s["missing_outputs"]])
@@ -589,6 +620,8 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("preflight", help="PyTorch, CUDA and the project's entry points, or one line on what is missing")
+    p.add_argument("--mode", choices=("gpu", "cpu"), required=True)
     p = sub.add_parser("train", help="a timed ns-train run")
     p.add_argument("--steps", type=int, default=200)
     p = sub.add_parser("samplers", help="uniform, proposal and occupancy sampling, briefly trained")
@@ -602,7 +635,10 @@ def main() -> None:
     p = sub.add_parser("summary", help="summary.json and summary.txt from the steps' files")
     p.add_argument("--mode", choices=("gpu", "cpu"), required=True)
     p.add_argument("--note", action="append", default=[])
+    p.add_argument("--stopped", default=None, help="why the check stopped before its steps")
     for name, p in sub.choices.items():
+        if name == "preflight":
+            continue
         p.add_argument("--out", required=True, help="the JSON file to write (summary: the output folder)")
         if name in ("train", "samplers", "time-to-psnr"):
             p.add_argument("--data", required=True, help="a dataset (ns-latentavatar-synth)")
@@ -613,8 +649,9 @@ def main() -> None:
     if getattr(args, "runs", None):
         Path(args.runs).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    {"train": cmd_train, "samplers": cmd_samplers, "nerfacc": cmd_nerfacc, "time-to-psnr": cmd_time_to_psnr,
-     "summary": cmd_summary}[args.cmd](args)
+    commands = {"preflight": cmd_preflight, "train": cmd_train, "samplers": cmd_samplers, "nerfacc": cmd_nerfacc,
+                "time-to-psnr": cmd_time_to_psnr, "summary": cmd_summary}
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -121,15 +121,15 @@ run_step() {
   if [ "$status" != ok ]; then tail -n 5 "$OUT/logs/$name.log" | sed 's/^/    /'; fi
 }
 
-summary() {
+summary() {  # summary [WHY IT STOPPED]
   local args=(--out "$OUT" --mode "$MODE") note
+  if [ $# -gt 0 ]; then args+=(--stopped "$1"); fi
   for note in "${NOTES[@]+"${NOTES[@]}"}"; do args+=(--note "$note"); done
   echo
   "$PY" "$REPO/scripts/gpu_check.py" summary "${args[@]}" || echo "gpu_check: the summary failed; see $OUT/logs" >&2
 }
 
 export PYTHONUNBUFFERED=1
-export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
 if [ -z "${LATENTAVATAR_CACHE:-}" ] && [ -d "$WHEELS/cache" ]; then
   export LATENTAVATAR_CACHE=$WHEELS/cache
 fi
@@ -148,10 +148,14 @@ elif [ ${#wheels[@]} -gt 0 ]; then
   run_step install "" "$PY" -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check \
     --target "$SITE" "${wheels[@]}"
   if [ "$FAILED" = 1 ]; then
-    summary >/dev/null 2>&1
-    die "the wheels of $WHEELS did not install: see $OUT/logs/install.log"
+    why="the wheels of $WHEELS did not install: see $OUT/logs/install.log"
+    summary "$why" >/dev/null 2>&1
+    die "$why"
   fi
-  export PYTHONPATH=$REPO:$SITE${PYTHONPATH#"$REPO"}
+  # The project's wheel brings its entry points (ns-train's method table); its code comes from here,
+  # last on the path, so that no *.egg-info left in the repository outranks the wheel's metadata.
+  rm -rf "$SITE/latentavatar_ns"
+  export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}:$REPO
   NOTES+=("the kit: ${#wheels[@]} wheels from $WHEELS")
 elif have_nerfstudio; then
   NOTES+=("the kit was not installed: no wheels in $WHEELS, and nerfstudio is importable already")
@@ -161,29 +165,10 @@ else
 fi
 
 # What every step needs; nothing can run without it, so it ends the check with one line.
-preflight=$("$PY" - "$MODE" 2>&1 <<'EOF'
-import sys
-from importlib.metadata import entry_points
-try:
-    import torch
-except Exception as err:
-    sys.exit(f"PyTorch does not import: {err}")
-if sys.argv[1] == "gpu" and not torch.cuda.is_available():
-    sys.exit(f"no CUDA device visible to PyTorch {torch.__version__} (--cpu runs the CPU mode)")
-for group, name in (("nerfstudio.method_configs", "latentavatar"), ("console_scripts", "ns-latentavatar-synth")):
-    found = list(entry_points(group=group, name=name))
-    if not found:
-        sys.exit(f"'{name}' is not registered ({group}): run make gpu-kit again, or pip install -e . here")
-    if group == "console_scripts":  # a light module; the method's is loaded by the steps that train
-        try:
-            found[0].load()
-        except Exception as err:
-            sys.exit(f"'{name}' does not load ({type(err).__name__}: {err}); "
-                     "if the code moved since the kit was made, run make gpu-kit again")
-print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")
-EOF
-) || { summary >/dev/null 2>&1; die "$(echo "$preflight" | tail -n 1)"; }
-echo "device: $(echo "$preflight" | tail -n 1)"
+preflight=$(cd "$REPO" && "$PY" scripts/gpu_check.py preflight --mode "$MODE" 2>&1) \
+  || { why=$(echo "$preflight" | tail -n 1); summary "$why" >/dev/null 2>&1; die "$why"; }
+while IFS= read -r line; do NOTES+=("$line"); done < <(echo "$preflight" | sed -n 's/^note: //p')
+echo "$preflight" | tail -n 1
 
 # ------------------------------------------------------------------ the steps
 TESTS=(tests/test_cuda.py tests/test_lpips_assets.py::test_lpips_cuda_matches_cpu)
