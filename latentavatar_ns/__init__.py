@@ -4,8 +4,9 @@ Layers, each a folder: ``assets`` (model weights and media, fetched into a cache
 dataset format, parser, dataset and datamanager), ``synthetic`` (procedural heads with exact ground
 truth), ``model`` (encoder, generator, field, samplers, renderer, super-resolution, code table),
 ``method`` (the nerfstudio wiring: configs, pipeline, trainer, viewer panel), ``process`` (video to
-dataset), ``reenact`` (the second stage), ``evaluation`` (scores), ``utils`` and ``scripts`` (one thin
-entry point per command).
+dataset), ``reenact`` (the second stage), ``render`` (novel-view videos of a trained avatar), ``demo``
+(the two end-to-end demos), ``evaluation`` (scores), ``utils`` and ``scripts`` (one thin entry point per
+command).
 """
 
 import importlib

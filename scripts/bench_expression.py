@@ -8,7 +8,7 @@ trained on each case (``CASES``): synthetic heads, smooth or with the detail a r
 whose stored training poses carry tracker-like error while its images were rendered with the true
 poses, and optionally the real sample clip. Each trained avatar is scored on training frames (fit)
 and on the held-out frames at the end of the video (generalisation), both rendered with their own
-code and with the mean training code (``latentavatar_ns.expressiveness``):
+code and with the mean training code (``latentavatar_ns.evaluation.expressiveness``):
 
 - PSNR, SSIM and LPIPS-Alex on the full frame, the face, the mouth and the eyes (boxes from the
   synthetic head's ground truth, or from the landmarks of a real video);
@@ -41,9 +41,9 @@ from PIL import Image
 
 from latentavatar_ns.data.face_crop import crop_affine_from_pose
 from latentavatar_ns.data.format import FrameParams, list_frames, load_params, read_camera, save_params
-from latentavatar_ns.demo import train_command
-from latentavatar_ns.utils.metrics import face_box
-from latentavatar_ns.expressiveness import RegionScorer, code_spread, contact_sheet, score_split
+from latentavatar_ns.demo.steps import train_command
+from latentavatar_ns.evaluation.metrics import face_box
+from latentavatar_ns.evaluation.expressiveness import RegionScorer, code_spread, contact_sheet, score_split
 from latentavatar_ns.model.lpips import load_lpips
 from latentavatar_ns.synthetic import make_dataset, region_boxes
 from latentavatar_ns.utils.image import to_uint8

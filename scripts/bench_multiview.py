@@ -29,9 +29,9 @@ from rich.progress import track
 
 from latentavatar_ns.data.dataparser import LatentAvatarDataParserConfig
 from latentavatar_ns.data.dataset import LatentAvatarDataset
-from latentavatar_ns.demo import train_command
+from latentavatar_ns.demo.steps import train_command
 from latentavatar_ns.synthetic import make_dataset
-from latentavatar_ns.utils.metrics import ImageMetrics, mean_metrics
+from latentavatar_ns.evaluation.metrics import ImageMetrics, mean_metrics
 
 
 @dataclass

@@ -29,11 +29,11 @@ import torch
 import tyro
 from nerfstudio.utils.eval_utils import eval_setup
 
-from latentavatar_ns.demo import train_command
+from latentavatar_ns.demo.steps import train_command
 from latentavatar_ns.synthetic import make_dataset
 from latentavatar_ns.method.trainer import CKPT_SUFFIX
 from latentavatar_ns.utils.checkpoints import checkpoints_in
-from latentavatar_ns.utils.metrics import evaluate_heldout, expression_gain
+from latentavatar_ns.evaluation.metrics import evaluate_heldout, expression_gain
 
 VARIANTS: Dict[str, List[str]] = {
     "default": [],

@@ -41,13 +41,13 @@ import torch
 import tyro
 from PIL import Image
 
-from latentavatar_ns.demo import train
+from latentavatar_ns.demo.steps import train
 from latentavatar_ns.reenact.avatar import load_avatar, open_splits, parser_for
 from latentavatar_ns.reenact.reenact import Reenactor
 from latentavatar_ns.reenact.train_ynet import YNetTrainConfig, load_ynet, train_ynet
 from latentavatar_ns.synthetic import make_dataset
 from latentavatar_ns.utils.image import to_uint8
-from latentavatar_ns.utils.metrics import ImageMetrics, face_box, mean_metrics, mouth_box, psnr
+from latentavatar_ns.evaluation.metrics import ImageMetrics, face_box, mean_metrics, mouth_box, psnr
 
 
 YNETS = {"ynet": False, "ynet_from_avatar": True}

@@ -24,7 +24,7 @@ import tyro
 from rich.progress import track
 
 from latentavatar_ns.assets.cache import AssetMissingError, asset_path
-from latentavatar_ns.demo import train
+from latentavatar_ns.demo.steps import train
 from latentavatar_ns.synthetic import make_dataset
 
 # The catalogue of malformed inputs lives with the tests that use it (it is not part of the package).

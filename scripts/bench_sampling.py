@@ -24,7 +24,7 @@ from nerfstudio.engine.trainer import Trainer
 
 from latentavatar_ns.method.configs import paper_config, tiny_config
 from latentavatar_ns.synthetic import make_dataset
-from latentavatar_ns.utils.metrics import ImageMetrics, evaluate_heldout
+from latentavatar_ns.evaluation.metrics import ImageMetrics, evaluate_heldout
 
 
 @dataclass

@@ -209,7 +209,7 @@ def render_precision_quality(config_path: Path) -> Dict:
     """Held-out PSNR/SSIM/LPIPS of one trained avatar rendered in float32 and in bfloat16."""
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from latentavatar_ns.utils.metrics import ImageMetrics, evaluate_heldout
+    from latentavatar_ns.evaluation.metrics import ImageMetrics, evaluate_heldout
 
     config, pipeline, _, step = eval_setup(config_path, test_mode="test")
     metrics = ImageMetrics(lpips_nets=("vgg",))

@@ -125,6 +125,37 @@ def _frame_size(root: Path) -> Tuple[int, int]:
         return img.size
 
 
+def _every_mask(root: Path, change: Callable[[np.ndarray], np.ndarray]) -> Path:
+    """Rewrite every train mask's matte; the error names the folder of the masks."""
+    for path in sorted((root / "train").glob("mask_*")):
+        with Image.open(path) as img:
+            matte = np.asarray(img.convert("L"))
+        _replace_image(path, Image.fromarray(change(matte).astype(np.uint8)))
+    return root / "train"
+
+
+def _every_params(root: Path, change: Callable[[Dict[str, np.ndarray], Tuple[int, int]], None]) -> Path:
+    """Change every train params file (its arrays, given the frame size); the error names the split folder."""
+    size = _frame_size(root)
+    for path in sorted((root / "train").glob("params_*.npz")):
+        with np.load(path) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        change(arrays, size)
+        np.savez(path, **arrays)
+    return root / "train"
+
+
+def _head_far_aside(arrays: Dict[str, np.ndarray], size: Tuple[int, int]) -> None:
+    pose = arrays["pose"].astype(np.float64).reshape(1, 6)
+    pose[0, 3] += 100.0  # a hundred world units to the side of every camera
+    arrays["pose"] = pose
+
+
+def _crop_beside_image(arrays: Dict[str, np.ndarray], size: Tuple[int, int]) -> None:
+    width, height = size
+    arrays["crop_affine"] = np.array([[1.0 / width, 0.0, -3.0], [0.0, 1.0 / height, 0.0]])  # x from 3 to 4 widths
+
+
 def _empty_split(root: Path) -> Path:
     for path in (root / "train").iterdir():
         path.unlink()
@@ -153,6 +184,8 @@ DATASET_BREAKERS: Dict[str, Callable[[Path], Path]] = {
     "missing mask": lambda root: _remove(_frame(root, "mask")),
     "zero-byte mask": lambda root: (_frame(root, "mask").write_bytes(b""), _frame(root, "mask"))[1],
     "mask of another size": lambda root: _replace_image(_frame(root, "mask"), Image.new("L", (16, 16), 255)),
+    "every mask empty": lambda root: _every_mask(root, np.zeros_like),
+    "masks saved as 0/1": lambda root: _every_mask(root, lambda matte: matte >= 128),
     "missing params": lambda root: _remove(_frame(root, "params")),
     "params not an npz": lambda root: (_frame(root, "params").write_bytes(b"PK\x03\x04broken"),
                                        _frame(root, "params"))[1],
@@ -163,6 +196,10 @@ DATASET_BREAKERS: Dict[str, Callable[[Path], Path]] = {
     "infinite translation": lambda root: _params(root, pose=np.array([[0, 0, 0, 0, 0, np.inf]]), scale=np.ones(1)),
     "zero scale": lambda root: _params(root, pose=np.zeros((1, 6)), scale=np.zeros(1)),
     "negative scale": lambda root: _params(root, pose=np.zeros((1, 6)), scale=-np.ones(1)),
+    "text in pose": lambda root: _params(root, pose=np.array([["yaw", "pitch", "roll", "x", "y", "z"]]),
+                                         scale=np.ones(1)),
+    "head outside every frame": lambda root: _every_params(root, _head_far_aside),
+    "face crop outside every frame": lambda root: _every_params(root, _crop_beside_image),
     "malformed camera.json": lambda root: ((root / "camera.json").write_text("{\"fx\": "), root / "camera.json")[1],
     "camera.json with NaN focal": lambda root: ((root / "camera.json").write_text(
         '{"width": 64, "height": 64, "fx": NaN, "fy": 100, "cx": 32, "cy": 32}'), root / "camera.json")[1],

@@ -131,6 +131,7 @@ def _missing() -> Optional[str]:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
 def test_expression_slider_changes_the_rendered_head(tiny_trained_run: Path, tmp_path: Path):
     shots = capture(tiny_trained_run, tmp_path / "viewer_screenshots")

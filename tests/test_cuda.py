@@ -37,6 +37,7 @@ def test_render_matches_cpu(synthetic_dataset: Path, tmp_path: Path, sampler: st
     assert (renders[1] - renders[0]).abs().max() < 2e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mixed_precision", [False, True])
 def test_training_loss_falls(synthetic_dataset: Path, tmp_path: Path, mixed_precision: bool):
     if mixed_precision and DEVICE != "cuda":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from latentavatar_ns.data.format import (
     OFFICIAL_W2C,
     CameraSpec,
     DatasetError,
+    DatasetWarning,
     FrameParams,
     axis_angle_to_matrix,
     head_to_world,
@@ -168,6 +170,13 @@ def test_truncated_image_fails_when_decoded(official_dataset: Path):
         ({"pose": np.full((1, 6), np.nan), "scale": np.ones(1)}, "not finite"),
         ({"pose": np.zeros((1, 6)), "scale": np.zeros(1)}, "'scale' must be positive"),
         ({"pose": np.zeros((1, 6)), "scale": np.ones(1), "crop_affine": np.eye(3)}, "'crop_affine' must be"),
+        ({"pose": np.zeros((1, 6)), "scale": np.ones(1), "crop_affine": np.zeros((2, 3))}, "'crop_affine' is singular"),
+        ({"pose": np.array([["a", "b", "c", "d", "e", "f"]]), "scale": np.ones(1)},
+         "'pose' must hold numbers, but holds text"),
+        ({"pose": np.full((1, 6), "0.1"), "scale": np.ones(1)}, "'pose' must hold numbers"),
+        ({"pose": np.zeros((1, 6)), "scale": np.array([b"1"])}, "'scale' must hold numbers, but holds bytes"),
+        ({"pose": np.zeros((1, 6)), "scale": np.ones(1), "intrinsics": np.full((3, 3), 1j)},
+         "'intrinsics' must hold numbers, but holds complex numbers"),
     ],
 )
 def test_bad_params(official_dataset: Path, arrays, fragment):
@@ -221,3 +230,81 @@ def test_params_round_trip(tmp_path: Path):
     np.testing.assert_allclose(params.pose, np.arange(6) / 10, atol=1e-6)
     np.testing.assert_allclose(params.crop_affine, affine, atol=1e-6)
     assert params.extra["view"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames that would train but teach nothing of the head: named in a warning; all of them, refused.
+
+
+def _parse_quietly(root: Path) -> None:
+    """Both splits parse with no DatasetWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DatasetWarning)
+        parse(root, "train"), parse(root, "val")
+
+
+def _move_head(root: Path, idx: int, translation=None, crop_affine=None, split: str = "train") -> None:
+    params = load_params(_frame(root, "params", idx, split))
+    if translation is not None:
+        params.pose[3:] = translation
+    params.crop_affine = crop_affine
+    save_params(_frame(root, "params", idx, split), params)
+
+
+def test_intact_dataset_parses_without_warnings(official_dataset: Path):
+    _parse_quietly(official_dataset)
+
+
+def test_some_empty_masks_are_named_in_a_warning(official_dataset: Path):
+    Image.new("L", (32, 32), 0).save(_frame(official_dataset, "mask", 1))
+    Image.new("L", (32, 32), 1).save(_frame(official_dataset, "mask", 2))  # a 0/1 mask reads as empty too
+    with pytest.warns(DatasetWarning) as record:
+        parse(official_dataset)
+    message = str(record[0].message)
+    assert message.startswith(f"{official_dataset / 'train'}: 2 of 4 masks are empty") and "\n" not in message
+    assert message.endswith("mask_00001.png, mask_00002.png")
+    Image.new("L", (32, 32), 127).save(_frame(official_dataset, "mask", 1, "eval"))
+    Image.new("L", (32, 32), 128).save(_frame(official_dataset, "mask", 0, "eval"))  # half foreground is enough
+    with pytest.warns(DatasetWarning) as record:
+        parse(official_dataset, "val")  # the train split is read again (its frame count)
+    assert sorted(str(w.message)[len(str(official_dataset)):] for w in record) == [
+        "/eval: 1 of 2 masks are empty (no pixel is even half foreground), so those frames teach only background: "
+        "mask_00001.png", message[len(str(official_dataset)):]]
+
+
+def test_every_mask_empty_is_refused_naming_the_folder(official_dataset: Path):
+    for idx in range(2):
+        Image.new("RGBA", (32, 32), (255, 255, 255, 0)).save(_frame(official_dataset, "mask", idx, "eval"))  # alpha 0
+    message = _expect(official_dataset, "all 2 masks are empty", split="val")
+    assert message.startswith(f"{official_dataset / 'eval'}: ")
+
+
+def test_heads_outside_the_image_are_named_in_a_warning(official_dataset: Path):
+    _move_head(official_dataset, 1, translation=(5.0, 0.0, 0.0))  # beside the image
+    _move_head(official_dataset, 2, translation=(0.0, 0.0, 10.0))  # behind the camera (it sits at z = 4)
+    _move_head(official_dataset, 3, crop_affine=np.array([[1 / 32, 0.0, 0.0], [0.0, 1 / 32, 2.0]]))  # crop below it
+    with pytest.warns(DatasetWarning) as record:
+        outputs = parse(official_dataset)
+    message = str(record[0].message)
+    assert message.startswith(f"{official_dataset / 'train'}: in 3 of 4 frames the head box or face crop lies wholly "
+                              "outside the image") and "\n" not in message
+    assert message.endswith(": img_00001.jpg (head box and face crop), img_00002.jpg (head box), "
+                            "img_00003.jpg (face crop)")
+    assert len(outputs.image_filenames) == 4  # they still train
+
+
+def test_head_outside_every_frame_is_refused(official_dataset: Path):
+    for idx in range(2):
+        _move_head(official_dataset, idx, translation=(0.0, -5.0, 0.0), split="eval")
+    message = _expect(official_dataset, "in all 2 frames the head box or face crop lies wholly outside the image",
+                      split="val")
+    assert message.startswith(f"{official_dataset / 'eval'}: ")
+
+
+def test_a_head_partly_in_view_is_not_flagged(official_dataset: Path):
+    # The head box (x from -0.15 to 0.15 at scale 0.1) reaches 12 px past the centre: at x = 0.2 its left edge
+    # is still inside the 32 px image, and its face crop is cut off but not gone.
+    for idx in range(4):
+        _move_head(official_dataset, idx, translation=(0.2, 0.0, 0.0))
+    _parse_quietly(official_dataset)
+

@@ -112,10 +112,11 @@ def _face_square_boxes(pipeline):
     return boxes
 
 
+@pytest.mark.slow
 def test_expressiveness_scores_an_avatar_that_ignores_its_code_as_zero(tiny_trained_run: Path, monkeypatch):
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from latentavatar_ns.expressiveness import RegionScorer, code_spread, contact_sheet, score_split, silhouette_iou
+    from latentavatar_ns.evaluation.expressiveness import RegionScorer, code_spread, contact_sheet, score_split, silhouette_iou
 
     _, pipeline, _, _ = eval_setup(tiny_trained_run, test_mode="test")
     model = pipeline.model
@@ -132,13 +133,13 @@ def test_expressiveness_scores_an_avatar_that_ignores_its_code_as_zero(tiny_trai
 
     sheet = contact_sheet(pipeline, [0, 2], boxes, zoom=2)
     assert sheet.shape == (2 * 128, 3 * 128, 3)
-    from latentavatar_ns.expressiveness import REGION_COLOURS
+    from latentavatar_ns.evaluation.expressiveness import REGION_COLOURS
     for colour in REGION_COLOURS.values():  # every region is boxed on the sheet
         assert (np.abs(sheet - np.asarray(colour)).sum(-1) < 1e-6).any()
 
     # The demo shows the held-out frames farthest from a neutral face.
     from latentavatar_ns.data.format import list_frames, load_params
-    from latentavatar_ns.demo import expressive_frames
+    from latentavatar_ns.demo.steps import expressive_frames
 
     eval_dataset = pipeline.datamanager.eval_dataset
     picks = expressive_frames(eval_dataset, 2)
@@ -160,6 +161,7 @@ def test_expressiveness_scores_an_avatar_that_ignores_its_code_as_zero(tiny_trai
     assert silhouette_iou(torch.zeros(1, 8, 8, 1), mask) == 0.0
 
 
+@pytest.mark.slow
 def test_fit_head_pose_recovers_a_known_head_motion(tiny_trained_run: Path):
     """The target is the avatar's own render from the true pose, so the exact answer is known: undo the offset."""
     from nerfstudio.utils.eval_utils import eval_setup

@@ -34,6 +34,7 @@ def cpu_check(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_every_step_ok(cpu_check: Path):
     summary = json.loads((cpu_check / "summary.json").read_text())
     statuses = {step["name"]: step["status"] for step in summary["steps"]}
@@ -44,6 +45,7 @@ def test_every_step_ok(cpu_check: Path):
     assert "all steps ok" in (cpu_check / "summary.txt").read_text()
 
 
+@pytest.mark.slow
 def test_cuda_tests_ran_cpu_against_cpu(cpu_check: Path):
     root = ET.parse(cpu_check / "cuda_tests.xml").getroot()
     suite = root if root.tag == "testsuite" else root[0]
@@ -54,6 +56,7 @@ def test_cuda_tests_ran_cpu_against_cpu(cpu_check: Path):
             "test_render_matches_cpu[occupancy]"} <= ran
 
 
+@pytest.mark.slow
 def test_train_output(cpu_check: Path):
     train = json.loads((cpu_check / "train.json").read_text())
     assert train["command"].startswith("ns-train latentavatar-tiny ")
@@ -63,6 +66,7 @@ def test_train_output(cpu_check: Path):
     assert all(map(lambda x: x == x, (train["loss_first"], train["loss_last"])))  # not NaN
 
 
+@pytest.mark.slow
 def test_bench_speed_output(cpu_check: Path):
     speed = json.loads((cpu_check / "speed_cpu.json").read_text())
     paper = speed["results"]["paper"]
@@ -74,6 +78,7 @@ def test_bench_speed_output(cpu_check: Path):
     assert speed["config"]["resolution"] == "64" and speed["device"].startswith("cpu")
 
 
+@pytest.mark.slow
 def test_samplers_output(cpu_check: Path):
     samplers = json.loads((cpu_check / "samplers.json").read_text())
     assert samplers["method"] == "latentavatar-tiny"
@@ -86,6 +91,7 @@ def test_samplers_output(cpu_check: Path):
     assert results["proposal"]["vs_uniform"]["field_evals_ratio_render"] < 0.5
 
 
+@pytest.mark.slow
 def test_nerfacc_output(cpu_check: Path):
     nerfacc = json.loads((cpu_check / "nerfacc.json").read_text())
     assert nerfacc["problems"] == []
@@ -93,6 +99,7 @@ def test_nerfacc_output(cpu_check: Path):
     assert "CUDA only" in nerfacc["sampling"]
 
 
+@pytest.mark.slow
 def test_time_to_psnr_output(cpu_check: Path):
     ttp = json.loads((cpu_check / "time_to_psnr.json").read_text())
     assert set(ttp["runs"]) == {"paper", "default"} and ttp["size"] == "latentavatar-tiny"

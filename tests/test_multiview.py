@@ -18,6 +18,7 @@ from latentavatar_ns.data.face_crop import crop_affine_from_pose, extract_crop
 from latentavatar_ns.data.format import (
     CameraRig,
     DatasetError,
+    DatasetWarning,
     FrameParams,
     canonical_camera_to_world,
     frame_paths,
@@ -172,6 +173,25 @@ def test_intrinsics_in_params_are_refused(multiview: Path):
     assert "params_00001.npz" in _expect(multiview, "'intrinsics' is not allowed in a multi-view capture")
 
 
+def test_views_whose_head_is_out_of_sight_are_named(multiview: Path):
+    def lift(moment: int) -> None:
+        path = multiview / "train" / f"params_{moment:05d}.npz"
+        params = load_params(path)
+        params.pose[3:] = (0.0, 100.0, 0.0)  # far above every camera of the ring
+        save_params(path, params)
+
+    lift(1)
+    with pytest.warns(DatasetWarning) as record:
+        parser_for(multiview).parse_split("train")
+    assert [str(w.message) for w in record] == [
+        f"{multiview / 'train'}: in 3 of 9 frames the head box or face crop lies wholly outside the image, so they "
+        "teach nothing of the head: " + ", ".join(f"img_00001_{view}.png (head box and face crop)"
+                                                  for view in ("cam00", "cam01", "cam02"))]
+    lift(0), lift(2)
+    assert _expect(multiview, "in all 9 frames the head box or face crop lies wholly outside the image").startswith(
+        f"{multiview / 'train'}: ")
+
+
 # ---------------------------------------------------------------------------------------------
 # Synthetic captures
 
@@ -275,6 +295,7 @@ def test_batches_share_a_moment_and_one_code(tmp_path: Path):
     assert torch.equal(model.code_table.lookup(viewer_camera)[0], model.frame_codes[image_codes[last]])
 
 
+@pytest.mark.slow
 def test_short_multiview_training_loss_falls(tmp_path: Path):
     data = make_dataset(tmp_path / "mv", num_frames=8, resolution=48, eval_fraction=0.25, num_views=3,
                         view_spread=90.0, heldout_views=(0,), progress=False)

@@ -177,6 +177,7 @@ def test_image_folder_and_refusals(tmp_path: Path) -> None:
         process(ProcessConfig(input=frames, output_dir=out, resolution=48))
 
 
+@pytest.mark.slow
 def test_no_face_anywhere_is_one_clear_error(tmp_path: Path) -> None:
     from latentavatar_ns.utils.video import write_video
 

@@ -123,6 +123,7 @@ def test_follow_poses_keep_own_motion_and_normalise_scale():
 # Training
 
 
+@pytest.mark.slow
 def test_ynet_losses_fall(ynet_run):
     _, result = ynet_run
     rows = result.history
@@ -133,6 +134,7 @@ def test_ynet_losses_fall(ynet_run):
         assert last < 0.75 * first, (key, first, last)
 
 
+@pytest.mark.slow
 def test_mapping_reproduces_the_avatar_theta(ynet_run, avatar_run: Path, synthetic_dataset: Path):
     from latentavatar_ns.reenact.avatar import load_avatar, load_crops, open_splits, parser_for
     from latentavatar_ns.reenact.train_ynet import load_ynet
@@ -151,6 +153,7 @@ def test_mapping_reproduces_the_avatar_theta(ynet_run, avatar_run: Path, synthet
     assert err_untrained > 0.5, err_untrained
 
 
+@pytest.mark.slow
 def test_init_from_avatar_starts_as_the_direct_path(avatar_run: Path, actor_dataset: Path, synthetic_dataset: Path,
                                                     tmp_path: Path):
     """--init-from-avatar copies the teacher's encoder and mapping: before any update the Y-network's theta is
@@ -172,6 +175,7 @@ def test_init_from_avatar_starts_as_the_direct_path(avatar_run: Path, actor_data
         assert (err < 1e-5) if init else (err > 0.5), (init, err)
 
 
+@pytest.mark.slow
 def test_ynet_outputs_checkpoints_preview_and_logs(ynet_run, avatar_run: Path):
     from PIL import Image
 
@@ -189,32 +193,36 @@ def test_ynet_outputs_checkpoints_preview_and_logs(ynet_run, avatar_run: Path):
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_ynet_refuses_non_empty_output_and_resumes(avatar_run: Path, actor_dataset: Path, tmp_path: Path):
-    from latentavatar_ns.reenact.train_ynet import main, read_checkpoint
+    from latentavatar_ns.reenact.train_ynet import read_checkpoint
+    from latentavatar_ns.scripts.ynet import entrypoint
 
     out = tmp_path / "ynet"
     args = ["--load-config", str(avatar_run), "--actor-data", str(actor_dataset), "--output-dir", str(out),
             "--batch-size", "4", "--steps-per-save", "2", "--device", "cpu"]
-    main(args + ["--steps", "2"])
+    entrypoint(args + ["--steps", "2"])
     with pytest.raises(SystemExit) as exc:
-        main(args + ["--steps", "2"])
+        entrypoint(args + ["--steps", "2"])
     assert "is not empty; pass --resume" in one_line_error(exc)
-    main(args + ["--steps", "4", "--resume"])
+    entrypoint(args + ["--steps", "4", "--resume"])
     assert read_checkpoint(out)["step"] == 3
-    main(args + ["--steps", "2", "--overwrite"])
+    entrypoint(args + ["--steps", "2", "--overwrite"])
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000000001.pt"]
 
 
+@pytest.mark.slow
 def test_ynet_resume_skips_a_damaged_checkpoint_and_stops_on_non_finite_losses(avatar_run: Path,
                                                                                actor_dataset: Path, tmp_path: Path,
                                                                                monkeypatch):
     import latentavatar_ns.reenact.train_ynet as train_ynet_module
-    from latentavatar_ns.reenact.train_ynet import main, read_checkpoint
+    from latentavatar_ns.reenact.train_ynet import read_checkpoint
+    from latentavatar_ns.scripts.ynet import entrypoint
 
     out = tmp_path / "ynet"
     args = ["--load-config", str(avatar_run), "--actor-data", str(actor_dataset), "--output-dir", str(out),
             "--batch-size", "4", "--steps-per-save", "2", "--keep-checkpoints", "3", "--device", "cpu"]
-    main(args + ["--steps", "4"])
+    entrypoint(args + ["--steps", "4"])
     newest = out / "checkpoints" / "step-000000003.pt"
     newest.write_bytes(newest.read_bytes()[:100])  # as if the disk failed under it
     with pytest.warns(UserWarning, match="step-000000003.pt: cannot read checkpoint"):
@@ -230,7 +238,7 @@ def test_ynet_resume_skips_a_damaged_checkpoint_and_stops_on_non_finite_losses(a
 
     monkeypatch.setattr(train_ynet_module, "_pass_losses", diverging)
     with pytest.warns(UserWarning), pytest.raises(SystemExit) as exc:
-        main(args + ["--steps", "20", "--resume", "--max-nonfinite-steps", "3"])
+        entrypoint(args + ["--steps", "20", "--resume", "--max-nonfinite-steps", "3"])
     assert "training diverged: 3 steps in a row with a non-finite" in one_line_error(exc)
     saved = read_checkpoint(out)
     assert saved["step"] == 2  # resumed at 2 from step 1, the last good step saved before stopping
@@ -241,14 +249,15 @@ def test_ynet_resume_skips_a_damaged_checkpoint_and_stops_on_non_finite_losses(a
 # Reenactment
 
 
+@pytest.mark.slow
 def test_reenact_writes_one_frame_per_driving_frame(ynet_run, avatar_run: Path, actor_dataset: Path,
                                                     tmp_path: Path):
-    from latentavatar_ns.reenact.reenact import main
+    from latentavatar_ns.scripts.reenact import entrypoint
     from latentavatar_ns.utils.video import read_video
 
     out, _ = ynet_run
     video = tmp_path / "out.mp4"
-    main(["--load-config", str(avatar_run), "--ynet", str(out), "--driving", str(actor_dataset),
+    entrypoint(["--load-config", str(avatar_run), "--ynet", str(out), "--driving", str(actor_dataset),
           "--output-path", str(video), "--side-by-side", "--smooth", "3", "--frames-dir", str(tmp_path / "frames")])
     frames = read_video(video)
     assert frames.shape == (NUM_ACTOR_FRAMES, 64, 128, 3)  # driver | avatar, one per driving frame
@@ -257,15 +266,16 @@ def test_reenact_writes_one_frame_per_driving_frame(ynet_run, avatar_run: Path, 
     assert np.abs(frames[:, :, 64:].astype(float) - frames[:1, :, 64:]).mean() > 0.5
 
 
+@pytest.mark.slow
 def test_self_reenactment_fixed_pose_and_camera_path(avatar_run: Path, synthetic_dataset: Path, tmp_path: Path):
-    from latentavatar_ns.reenact.reenact import main
+    from latentavatar_ns.scripts.reenact import entrypoint
     from latentavatar_ns.utils.video import read_video
 
     num_eval = len(list((synthetic_dataset / "eval").glob("img_*")))
-    main(["--load-config", str(avatar_run), "--self", "--output-path", str(tmp_path / "self.mp4")])
+    entrypoint(["--load-config", str(avatar_run), "--self", "--output-path", str(tmp_path / "self.mp4")])
     assert read_video(tmp_path / "self.mp4").shape == (num_eval, 64, 64, 3)
 
-    main(["--load-config", str(avatar_run), "--self", "--pose", "fixed", "--split", "train",
+    entrypoint(["--load-config", str(avatar_run), "--self", "--pose", "fixed", "--split", "train",
           "--output-path", str(tmp_path / "fixed.mp4")])
     assert len(read_video(tmp_path / "fixed.mp4")) == len(list((synthetic_dataset / "train").glob("img_*")))
 
@@ -276,13 +286,14 @@ def test_self_reenactment_fixed_pose_and_camera_path(avatar_run: Path, synthetic
         {"camera_to_world": eye.reshape(-1).tolist(), "fov": 6.0, "aspect": 1.0},
         {"camera_to_world": eye.reshape(-1).tolist(), "fov": 7.0, "aspect": 1.0}]}
     (tmp_path / "path.json").write_text(json.dumps(path))
-    main(["--load-config", str(avatar_run), "--self", "--camera-path", str(tmp_path / "path.json"),
+    entrypoint(["--load-config", str(avatar_run), "--self", "--camera-path", str(tmp_path / "path.json"),
           "--output-path", str(tmp_path / "path.mp4")])
     assert read_video(tmp_path / "path.mp4").shape == (num_eval, 48, 48, 3)
 
 
+@pytest.mark.slow
 def test_ynet_of_another_avatar_is_refused(ynet_run, avatar_run: Path, actor_dataset: Path, tmp_path: Path):
-    from latentavatar_ns.reenact.reenact import main
+    from latentavatar_ns.scripts.reenact import entrypoint
 
     # Another avatar: the same run moved elsewhere with different encoder weights.
     other = tmp_path / "other_run"
@@ -293,25 +304,27 @@ def test_ynet_of_another_avatar_is_refused(ynet_run, avatar_run: Path, actor_dat
     torch.save(state, ckpt)
     out, _ = ynet_run
     with pytest.raises(SystemExit) as exc:
-        main(["--load-config", str(other / "config.yml"), "--ynet", str(out), "--driving", str(actor_dataset),
+        entrypoint(["--load-config", str(other / "config.yml"), "--ynet", str(out), "--driving", str(actor_dataset),
               "--output-path", str(tmp_path / "x.mp4")])
     assert "trained for another avatar" in one_line_error(exc)
     assert not (tmp_path / "x.mp4").exists()
 
 
+@pytest.mark.slow
 def test_empty_driving_set_is_refused(ynet_run, avatar_run: Path, tmp_path: Path):
-    from latentavatar_ns.reenact.reenact import main
+    from latentavatar_ns.scripts.reenact import entrypoint
 
     empty = tmp_path / "empty"
     (empty / "train").mkdir(parents=True)
     (empty / "eval").mkdir()
     out, _ = ynet_run
     with pytest.raises(SystemExit) as exc:
-        main(["--load-config", str(avatar_run), "--ynet", str(out), "--driving", str(empty),
+        entrypoint(["--load-config", str(avatar_run), "--ynet", str(out), "--driving", str(empty),
               "--output-path", str(tmp_path / "x.mp4")])
     assert f"{empty / 'train'}: split is empty" in one_line_error(exc)
 
 
+@pytest.mark.slow
 def test_bad_command_lines_fail_with_one_line(avatar_run: Path, actor_dataset: Path, tmp_path: Path):
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"\x00" * 64)

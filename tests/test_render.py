@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latentavatar_ns.render import Spiral, Turntable, main
+from latentavatar_ns.render.novel_views import Spiral, Turntable
+from latentavatar_ns.scripts.render import entrypoint
 from latentavatar_ns.utils.video import read_video, write_video
 
 
@@ -38,19 +39,20 @@ def test_paths_start_frontal_and_turn():
     assert yaw[0] == 0 and pitch[0] == 0 and np.abs(yaw).max() <= 20 and np.abs(pitch).max() > 5
 
 
+@pytest.mark.slow
 def test_turntable_and_spiral_videos(tiny_trained_run: Path, tmp_path: Path):
     out = tmp_path / "turn.mp4"
-    main(["turntable", "--load-config", str(tiny_trained_run), "--output-path", str(out), "--seconds", "1",
+    entrypoint(["turntable", "--load-config", str(tiny_trained_run), "--output-path", str(out), "--seconds", "1",
           "--fps", "6", "--degrees", "40"])
     video = read_video(out)
     assert video.shape == (6, 64, 64, 3)
     assert np.abs(video[0].astype(float) - video[1].astype(float)).mean() > 1.0  # the view turned
-    main(["spiral", "--load-config", str(tiny_trained_run), "--output-path", str(tmp_path / "s.mp4"), "--seconds",
+    entrypoint(["spiral", "--load-config", str(tiny_trained_run), "--output-path", str(tmp_path / "s.mp4"), "--seconds",
           "0.5", "--fps", "8", "--frame", "3"])
     assert read_video(tmp_path / "s.mp4").shape[0] == 4
     with pytest.raises(SystemExit, match=r"s.mp4 already exists; pass --overwrite"):
-        main(["spiral", "--load-config", str(tiny_trained_run), "--output-path", str(tmp_path / "s.mp4")])
+        entrypoint(["spiral", "--load-config", str(tiny_trained_run), "--output-path", str(tmp_path / "s.mp4")])
     with pytest.raises(SystemExit, match=r"--frame 999 is out of range"):
-        main(["spiral", "--load-config", str(tiny_trained_run), "--output-path", str(tmp_path / "t.mp4"),
+        entrypoint(["spiral", "--load-config", str(tiny_trained_run), "--output-path", str(tmp_path / "t.mp4"),
               "--frame", "999"])
     assert not (tmp_path / "t.mp4").exists()

@@ -106,6 +106,7 @@ def test_non_finite_guard():
 # The trainer
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_restores_step_optimiser_and_codes(synthetic_dataset: Path, tmp_path: Path):
     out = tmp_path / "out"
     proc = subprocess.Popen(ns_train(synthetic_dataset, out, "--timestamp", "a", "--steps-per-save", "4",
@@ -215,6 +216,7 @@ def test_a_run_folder_with_checkpoints_is_not_overwritten(synthetic_dataset: Pat
     assert not (synthetic_dataset / "runs").exists()
 
 
+@pytest.mark.slow
 def test_ns_train_bad_data_leaves_no_run_folder(official_dataset: Path, tmp_path: Path):
     image = official_dataset / "train" / "img_00001.jpg"
     data = image.read_bytes()
@@ -284,6 +286,7 @@ CLI_CASES = ["ns-train: NaN pose", "ns-train: run folder already holds checkpoin
 CLI_CASES += [c.name for c in malformed_inputs.all_cases() if c.command == "ns-latentavatar-process"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CLI_CASES)
 def test_commands_refuse_malformed_input_with_one_line(fixtures: malformed_inputs.Fixtures, tmp_path: Path, name: str):
     case = next(c for c in malformed_inputs.all_cases() if c.name == name)

@@ -118,6 +118,7 @@ def test_occupancy_with_a_full_grid_matches_dense_marching():
     assert torch.allclose(a["features"], b["features"], atol=2e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["proposal", "occupancy"])
 def test_saved_sampler_config_reloads(synthetic_dataset: Path, tmp_path: Path, sampler: str):
     from nerfstudio.utils.eval_utils import eval_setup

@@ -20,6 +20,7 @@ def heldout_psnr(pipeline) -> float:
     return pipeline.get_average_eval_image_metrics()["psnr"]
 
 
+@pytest.mark.slow
 def test_short_training_loss_falls_and_heldout_psnr_rises(synthetic_dataset: Path, tmp_path: Path):
     from nerfstudio.engine.trainer import Trainer
 
@@ -73,12 +74,14 @@ def trained_run(synthetic_dataset: Path, tmp_path_factory) -> Path:
     return config
 
 
+@pytest.mark.slow
 def test_ns_train_help_lists_the_methods():
     result = run_cli(["ns-train", "--help"], timeout=300)
     assert result.returncode == 0
     assert "latentavatar-tiny" in result.stdout and "latentavatar " in result.stdout.replace("\n", " ")
 
 
+@pytest.mark.slow
 def test_checkpoint_reloads_with_eval_setup(trained_run: Path):
     from nerfstudio.utils.eval_utils import eval_setup
 
@@ -99,10 +102,11 @@ def test_checkpoint_reloads_with_eval_setup(trained_run: Path):
     assert from_camera.shape == (64, 64, 3)
 
 
+@pytest.mark.slow
 def test_expression_gain_is_zero_for_an_avatar_that_ignores_its_code(trained_run: Path, monkeypatch):
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from latentavatar_ns.utils.metrics import expression_gain
+    from latentavatar_ns.evaluation.metrics import expression_gain
 
     _, pipeline, _, _ = eval_setup(trained_run, test_mode="test")
     gain = expression_gain(pipeline)
@@ -115,6 +119,7 @@ def test_expression_gain_is_zero_for_an_avatar_that_ignores_its_code(trained_run
     assert expression_gain(pipeline) == {"face_box_db": 0.0, "mouth_db": 0.0}
 
 
+@pytest.mark.slow
 def test_resume_with_load_dir(trained_run: Path, synthetic_dataset: Path):
     models = trained_run.parent / "nerfstudio_models"
     result = run_cli(["ns-train", "latentavatar-tiny", "--data", str(synthetic_dataset), "--output-dir",
@@ -128,6 +133,7 @@ def test_resume_with_load_dir(trained_run: Path, synthetic_dataset: Path):
     assert "Resuming at step 40 from" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_ns_eval_reports_heldout_metrics(trained_run: Path, tmp_path: Path):
     out = tmp_path / "eval.json"
     result = run_cli(["ns-eval", "--load-config", str(trained_run), "--output-path", str(out)])
@@ -137,6 +143,7 @@ def test_ns_eval_reports_heldout_metrics(trained_run: Path, tmp_path: Path):
     assert 5.0 < metrics["psnr"] < 60.0
 
 
+@pytest.mark.slow
 def test_ns_render_dataset_renders_heldout_frames(trained_run: Path, synthetic_dataset: Path, tmp_path: Path):
     out = tmp_path / "renders"
     result = run_cli(["ns-render", "dataset", "--load-config", str(trained_run), "--split", "test",
@@ -147,6 +154,7 @@ def test_ns_render_dataset_renders_heldout_frames(trained_run: Path, synthetic_d
     assert len([p for p in rendered if "gt" not in str(p)]) == num_eval
 
 
+@pytest.mark.slow
 def test_ns_train_bad_data_is_one_line(tmp_path: Path):
     result = run_cli(["ns-train", "latentavatar-tiny", "--data", str(tmp_path / "missing"), "--output-dir",
                       str(tmp_path / "out"), "--vis", "tensorboard", "--machine.device-type", "cpu"], timeout=300)
@@ -155,6 +163,7 @@ def test_ns_train_bad_data_is_one_line(tmp_path: Path):
     assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'missing'}: dataset folder does not exist"
 
 
+@pytest.mark.slow
 def test_ns_train_bad_heap_threshold_is_one_line(synthetic_dataset: Path, tmp_path: Path):
     result = run_cli(["ns-train", "latentavatar-tiny", "--data", str(synthetic_dataset), "--output-dir",
                       str(tmp_path / "out"), "--vis", "tensorboard", "--machine.device-type", "cpu",
@@ -166,6 +175,7 @@ def test_ns_train_bad_heap_threshold_is_one_line(synthetic_dataset: Path, tmp_pa
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("config.yml"))  # no run folder left
 
 
+@pytest.mark.slow
 def test_saved_config_is_plain_yaml(trained_run: Path):
     text = trained_run.read_text()
     assert "latentavatar-tiny" in text
@@ -173,7 +183,7 @@ def test_saved_config_is_plain_yaml(trained_run: Path):
 
 
 def test_patch_wise_training_renders_a_window_of_the_frame(synthetic_dataset: Path, tmp_path: Path):
-    from latentavatar_ns.model.latentavatar import _cropped, _resized
+    from latentavatar_ns.model.rendering import cropped_cameras, resized_cameras
     from latentavatar_ns.model.rendering import camera_rays
 
     trainer = tiny_trainer(synthetic_dataset, tmp_path, train_patch_size=8)
@@ -191,8 +201,8 @@ def test_patch_wise_training_renders_a_window_of_the_frame(synthetic_dataset: Pa
     # The window's rays are exactly the full frame's rays there, so its low-res render is the same.
     low = model.low_res_size(64, 64)
     full_cams = trainer.pipeline.datamanager.train_dataset.cameras[0:1]
-    full = camera_rays(_resized(full_cams, *low)).directions.reshape(*low, 3)
-    part = camera_rays(_cropped(_resized(full_cams, *low), top, left, size)).directions.reshape(size, size, 3)
+    full = camera_rays(resized_cameras(full_cams, *low)).directions.reshape(*low, 3)
+    part = camera_rays(cropped_cameras(resized_cameras(full_cams, *low), top, left, size)).directions.reshape(size, size, 3)
     assert torch.allclose(part, full[top:top + size, left:left + size], atol=1e-6)
     model.eval()
     with torch.no_grad():
@@ -203,6 +213,7 @@ def test_patch_wise_training_renders_a_window_of_the_frame(synthetic_dataset: Pa
     assert "window" not in whole and whole["rgb"].shape == (1, 64, 64, 3)
 
 
+@pytest.mark.slow  # torch.compile from a cold cache: about two minutes on two cores
 @pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile on the CPU needs a C++ compiler")
 def test_compiled_networks_match_eager_and_share_checkpoints(synthetic_dataset: Path, tmp_path: Path):
     eager, compiled = (tiny_trainer(synthetic_dataset, tmp_path / str(c), compile_networks=c).pipeline

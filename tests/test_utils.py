@@ -15,7 +15,7 @@ from latentavatar_ns.process.decode import InputError
 from latentavatar_ns.process.face import MissingDependencyError
 from latentavatar_ns.process.video_to_dataset import ProcessError
 from latentavatar_ns.reenact.inputs import ReenactError
-from latentavatar_ns.render import RenderError
+from latentavatar_ns.render.novel_views import RenderError
 from latentavatar_ns.utils.checkpoints import TrainingError
 from latentavatar_ns.utils.errors import LatentAvatarError, OutputExistsError, cli_command, error_line
 from latentavatar_ns.utils.image import to_uint8

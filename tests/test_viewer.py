@@ -15,6 +15,8 @@ import pytest
 import torch
 from clitools import BIN, free_port, run_cli
 
+pytestmark = pytest.mark.slow  # every test here views a trained avatar or runs ns-render
+
 
 @pytest.fixture(scope="module")
 def viewer(tiny_trained_run: Path, tmp_path_factory):

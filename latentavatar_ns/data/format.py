@@ -51,6 +51,10 @@ class DatasetError(LatentAvatarError, ValueError):
     """Bad dataset input. The message names the file and the problem, on one line."""
 
 
+class DatasetWarning(UserWarning):
+    """Dataset input that trains, but some of whose frames teach nothing (named, on one line)."""
+
+
 @dataclass
 class CameraSpec:
     """A pinhole camera in OpenCV convention, shared by all frames unless a frame overrides K."""
@@ -245,8 +249,8 @@ def load_params(path: Path) -> FrameParams:
     for key in ("pose", "scale"):
         if key not in data:
             raise DatasetError(f"{path}: params file has no '{key}' key (found: {sorted(data)})")
-    pose = data.pop("pose").astype(np.float64)
-    scale = data.pop("scale").astype(np.float64)
+    pose = _numbers(path, "pose", data.pop("pose"))
+    scale = _numbers(path, "scale", data.pop("scale"))
     if pose.size != 6:
         raise DatasetError(f"{path}: 'pose' must have 6 values (axis-angle, translation), got shape {pose.shape}")
     if scale.size != 1:
@@ -259,15 +263,29 @@ def load_params(path: Path) -> FrameParams:
         raise DatasetError(f"{path}: 'scale' must be positive, got {scale_value}")
     intrinsics = data.pop("intrinsics", None)
     if intrinsics is not None:
-        intrinsics = intrinsics.astype(np.float64)
+        intrinsics = _numbers(path, "intrinsics", intrinsics)
         if intrinsics.shape != (3, 3) or not np.all(np.isfinite(intrinsics)) or intrinsics[0, 0] <= 0:
             raise DatasetError(f"{path}: 'intrinsics' must be a finite 3x3 matrix with positive focal length")
     crop = data.pop("crop_affine", None)
     if crop is not None:
-        crop = crop.astype(np.float64)
+        crop = _numbers(path, "crop_affine", crop)
         if crop.shape != (2, 3) or not np.all(np.isfinite(crop)):
             raise DatasetError(f"{path}: 'crop_affine' must be a finite 2x3 matrix, got shape {crop.shape}")
+        if abs(np.linalg.det(crop[:, :2])) < 1e-12:
+            raise DatasetError(f"{path}: 'crop_affine' is singular (it flattens the image onto a line or a point)")
     return FrameParams(pose=pose, scale=scale_value, intrinsics=intrinsics, crop_affine=crop, extra=data)
+
+
+_NOT_NUMBERS = {"U": "text", "S": "bytes", "O": "Python objects", "c": "complex numbers", "M": "dates",
+                "m": "time spans", "V": "raw records"}
+
+
+def _numbers(path: Path, key: str, value: np.ndarray) -> np.ndarray:
+    """``value`` as float64 if it holds real numbers (booleans and integers too); else an error naming the file."""
+    if value.dtype.kind not in "biuf":
+        what = _NOT_NUMBERS.get(value.dtype.kind, "values that are not numbers")
+        raise DatasetError(f"{path}: '{key}' must hold numbers, but holds {what} (dtype {value.dtype.str})")
+    return value.astype(np.float64)
 
 
 def save_params(path: Path, params: FrameParams) -> None:

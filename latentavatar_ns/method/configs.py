@@ -104,8 +104,8 @@ def tiny_config() -> LatentAvatarTrainerConfig:
 def default_config() -> LatentAvatarTrainerConfig:
     """``ns-train latentavatar``: the paper's networks and numbers, sampled by the proposal network, region losses on.
 
-    The sampler is the one measured best (bench/sampling.json, bench/speed.json): a quarter of the
-    main-field evaluations, better held-out quality, and faster steps and renders at the paper's size.
+    The sampler is the one that measured best (README, "Sampling"): far fewer main-field evaluations,
+    better held-out quality, and faster steps and renders at the paper's size.
     ``--pipeline.model.sampler uniform`` and the region-loss weights at 0 are the paper's configuration exactly.
     """
     config = paper_config()

@@ -42,9 +42,8 @@ class LatentAvatarTrainerConfig(TrainerConfig):
     """Allow training into a run folder that already holds checkpoints (an explicit, reused --timestamp)."""
     cpu_heap_threshold_mib: int = 256
     """On the CPU, serve allocations below this many MiB from glibc's heap and keep as much freed memory for
-    reuse, instead of mapping and unmapping each large tensor every step (see ``cpu_memory.py``): at the paper's
-    size a CPU training step was 1.14-1.49x faster and a fixed-expression render 1.42-1.79x (two runs), for
-    1.2-1.3x the peak memory.
+    reuse, instead of mapping and unmapping each large tensor every step (see ``utils/cpu_memory.py``): steps and
+    renders at the paper's size get faster for somewhat more peak memory (README, "Speed and memory").
     0 leaves glibc's defaults. Process-wide; Linux with glibc only."""
 
     def find_resume_dir(self) -> Path:

@@ -1,8 +1,11 @@
-"""The LatentAvatar model: face crop -> expression code -> tri-plane -> volume render -> super-resolution."""
+"""The LatentAvatar model: face crop -> expression code -> tri-plane -> volume render -> super-resolution.
+
+Over 400 lines because its config is the method's whole list of options, each with its reason; the
+model's own code is its hooks in the order nerfstudio calls them, each short and delegating to ``model/``.
+"""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Optional, Tuple, Type
 
@@ -15,22 +18,23 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 from torch import Tensor, nn
 
-from latentavatar_ns.utils.metrics import ImageMetrics, psnr_db
+from latentavatar_ns.evaluation.metrics import ImageMetrics, psnr_db
 from latentavatar_ns.model.code_table import CodeSource, FrameCodeTable
 from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
 from latentavatar_ns.model.field import TriplaneField
 from latentavatar_ns.model.generator import TriplaneGenerator
+from latentavatar_ns.model.losses import as_float_image, region_losses, targets
 from latentavatar_ns.model.lpips import load_lpips
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
-from latentavatar_ns.data.regions import REGIONS, box_masks, masked_l1
-from latentavatar_ns.model.rendering import VolumeRenderer
+from latentavatar_ns.data.regions import REGIONS
+from latentavatar_ns.model.rendering import VolumeRenderer, cropped_cameras, resized_cameras
 from latentavatar_ns.model.sampling import make_sampler
 from latentavatar_ns.model.superres import SuperResolution
 
 
 @dataclass
 class LatentAvatarModelConfig(ModelConfig):
-    """Defaults are the paper-faithful configuration (DESIGN.md section 5)."""
+    """Defaults are the paper's configuration; ``latentavatar-tiny`` and ``latentavatar`` change some (method/configs.py)."""
 
     _target: Type = field(default_factory=lambda: LatentAvatarModel)
     encoder_crop_size: int = 128
@@ -49,8 +53,8 @@ class LatentAvatarModelConfig(ModelConfig):
     """Features per plane."""
     static_planes: bool = False
     """Add a learned tri-plane shared by all codes to the generator's output (not in the paper): fixed detail
-    is fitted directly and the generator only models what changes with expression. On the CPU benchmark it
-    reaches the same held-out PSNR in 0.7 of the time, but leans less on the code (bench/quality.json)."""
+    is fitted directly and the generator only models what changes with expression. It fits faster, and
+    with the region losses leaves the changes to the code (README, "Expressiveness")."""
     code_to_field: bool = False
     """Also feed a projection of theta straight to the field's MLPs (added to every sample's plane feature),
     beside the generator (not in the paper; NeRFace conditions its MLP this way). The generator must
@@ -330,10 +334,10 @@ class LatentAvatarModel(Model):
         """
         height, width = int(cameras.height[0]), int(cameras.width[0])
         low_h, low_w = self.low_res_size(height, width)
-        low_cams = _resized(cameras, low_h, low_w)
+        low_cams = resized_cameras(cameras, low_h, low_w)
         if window is not None:
             top, left, size = window
-            low_cams = _cropped(low_cams, top, left, size)
+            low_cams = cropped_cameras(low_cams, top, left, size)
             height = width = size * self.config.sr_scale
         out = self.renderer(self.field, planes, low_cams, self.background,
                             self.config.density_noise_std if self.training else 0.0)
@@ -365,22 +369,7 @@ class LatentAvatarModel(Model):
     # Losses and metrics
 
     def _targets(self, outputs: Dict[str, Tensor], batch: Dict) -> Tuple[Tensor, Tensor, Tensor]:
-        """Ground truth at the output's resolution and at the low resolution (cropped to a training window)."""
-        image = _as_float_image(batch["image"].to(self.device))
-        if image.ndim == 3:
-            image = image[None]
-        mask = batch["mask"].to(self.device).float()
-        mask = mask[None] if mask.ndim == 3 else mask
-        low_hw = self.low_res_size(*image.shape[1:3]) if "window" in outputs else outputs["rgb_low"].shape[1:3]
-        image_low = F.interpolate(image.permute(0, 3, 1, 2), size=low_hw, mode="area").permute(0, 2, 3, 1)
-        mask_low = F.interpolate(mask.permute(0, 3, 1, 2), size=low_hw, mode="area").permute(0, 2, 3, 1)
-        if "window" in outputs:
-            top, left, size = (int(v) for v in outputs["window"])
-            s = self.config.sr_scale
-            image = image[:, top * s:(top + size) * s, left * s:(left + size) * s]
-            image_low = image_low[:, top:top + size, left:left + size]
-            mask_low = mask_low[:, top:top + size, left:left + size]
-        return image, image_low, mask_low
+        return targets(outputs, batch, self.low_res_size(*batch["image"].shape[-3:-1]), self.config.sr_scale)
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         image, _, _ = self._targets(outputs, batch)
@@ -396,7 +385,9 @@ class LatentAvatarModel(Model):
             "low_res_loss": cfg.low_res_loss_weight * (outputs["rgb_low"] - image_low).abs().mean(),
             "mask_loss": cfg.mask_loss_weight * F.mse_loss(outputs["accumulation_low"], mask_low),
         }
-        losses.update(self._region_losses(outputs, batch, image, image_low))
+        weights = dict(zip(REGIONS, (cfg.face_loss_weight, cfg.mouth_loss_weight, cfg.eye_loss_weight)))
+        losses.update(region_losses(outputs, batch, image, image_low, weights,
+                                    self.low_res_size(*batch["image"].shape[-3:-1]), cfg.sr_scale))
         if self.pose_refinement is not None and self.training and "image_idx" in batch:
             losses["pose_refinement_loss"] = cfg.pose_refinement_weight * self.pose_refinement.regularizer(
                 torch.as_tensor(batch["image_idx"]).reshape(-1))
@@ -407,34 +398,9 @@ class LatentAvatarModel(Model):
                 outputs["rgb"].permute(0, 3, 1, 2), image.permute(0, 3, 1, 2)).mean()
         return losses
 
-    def _region_losses(self, outputs: Dict[str, Tensor], batch: Dict, image: Tensor, image_low: Tensor) -> Dict[str, Tensor]:
-        """L1 averaged inside the face, mouth and eye boxes, at both resolutions, for the weights that are set."""
-        cfg = self.config
-        weights = dict(zip(REGIONS, (cfg.face_loss_weight, cfg.mouth_loss_weight, cfg.eye_loss_weight)))
-        if not any(w > 0 for w in weights.values()) or "region_boxes" not in batch:
-            return {}
-        boxes = batch["region_boxes"].to(self.device).float().reshape(-1, len(REGIONS), 4)
-        full_hw, low_hw = outputs["rgb"].shape[1:3], outputs["rgb_low"].shape[1:3]
-        if "window" in outputs:  # masks of the whole frame, cropped like the targets
-            s = self.config.sr_scale
-            top, left, size = (int(v) for v in outputs["window"])
-            low_h, low_w = self.low_res_size(*batch["image"].shape[-3:-1])
-            full_hw, low_hw = (low_h * s, low_w * s), (low_h, low_w)
-        losses = {}
-        for r, (name, weight) in enumerate(weights.items()):
-            if weight <= 0:
-                continue
-            mask, mask_low = box_masks(boxes[:, r], *full_hw), box_masks(boxes[:, r], *low_hw)
-            if "window" in outputs:
-                mask = mask[:, top * s:(top + size) * s, left * s:(left + size) * s]
-                mask_low = mask_low[:, top:top + size, left:left + size]
-            losses[f"{name}_loss"] = weight * (masked_l1(outputs["rgb"], image, mask)
-                                               + masked_l1(outputs["rgb_low"], image_low, mask_low))
-        return losses
-
     def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
         rgb = outputs["rgb"]
-        image = _as_float_image(batch["image"].to(rgb.device))
+        image = as_float_image(batch["image"].to(rgb.device))
         pred, gt = rgb.permute(2, 0, 1)[None], image.permute(2, 0, 1)[None]
         metrics = ImageMetrics(lpips_nets=())(rgb, image)  # PSNR and SSIM as every benchmark computes them
         if self.config.eval_lpips and self.lpips is not None:
@@ -456,27 +422,3 @@ def _batched(batch: Optional[Dict]) -> Optional[Dict]:
     if "code_idx" in batch:
         out["code_idx"] = torch.as_tensor(batch["code_idx"]).reshape(1)
     return out
-
-
-def _resized(cameras: Cameras, height: int, width: int) -> Cameras:
-    """A copy of the cameras rendering the same view at another pixel size."""
-    out = copy.copy(cameras)  # fields are replaced, never changed in place (and may carry gradients)
-    sx, sy = width / out.width.float(), height / out.height.float()
-    out.fx, out.cx = out.fx * sx, out.cx * sx
-    out.fy, out.cy = out.fy * sy, out.cy * sy
-    out.width = torch.full_like(out.width, width)
-    out.height = torch.full_like(out.height, height)
-    return out
-
-
-def _cropped(cameras: Cameras, top: int, left: int, size: int) -> Cameras:
-    """A copy of the cameras seeing only a size x size window of their pixel grid (rays unchanged)."""
-    out = copy.copy(cameras)
-    out.cx, out.cy = out.cx - left, out.cy - top
-    out.width = torch.full_like(out.width, size)
-    out.height = torch.full_like(out.height, size)
-    return out
-
-
-def _as_float_image(image: Tensor) -> Tensor:
-    return image.float() / 255.0 if image.dtype == torch.uint8 else image.float()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from typing import Dict, List
 
 import torch
@@ -129,3 +131,23 @@ class VolumeRenderer(nn.Module):
         if sampler_loss is not None:
             out["sampler_loss"] = sampler_loss
         return out
+
+
+def resized_cameras(cameras: Cameras, height: int, width: int) -> Cameras:
+    """A copy of the cameras rendering the same view at another pixel size."""
+    out = copy.copy(cameras)  # fields are replaced, never changed in place (and may carry gradients)
+    sx, sy = width / out.width.float(), height / out.height.float()
+    out.fx, out.cx = out.fx * sx, out.cx * sx
+    out.fy, out.cy = out.fy * sy, out.cy * sy
+    out.width = torch.full_like(out.width, width)
+    out.height = torch.full_like(out.height, height)
+    return out
+
+
+def cropped_cameras(cameras: Cameras, top: int, left: int, size: int) -> Cameras:
+    """A copy of the cameras seeing only a size x size window of their pixel grid (rays unchanged)."""
+    out = copy.copy(cameras)
+    out.cx, out.cy = out.cx - left, out.cy - top
+    out.width = torch.full_like(out.width, size)
+    out.height = torch.full_like(out.height, size)
+    return out

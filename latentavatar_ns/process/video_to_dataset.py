@@ -26,7 +26,7 @@ from latentavatar_ns.process.face import (
     FaceLandmarker,
     load_template,
 )
-from latentavatar_ns.utils.errors import LatentAvatarError, OutputExistsError, cli_command
+from latentavatar_ns.utils.errors import LatentAvatarError, OutputExistsError
 from latentavatar_ns.utils.image import to_uint8
 
 SUMMARY_FILE = "process_summary.json"
@@ -315,25 +315,3 @@ def _write_image(path: Path, array: np.ndarray) -> None:
     else:
         img.save(path)
 
-
-@cli_command()
-def main() -> None:
-    import tyro
-
-    cfg = tyro.cli(ProcessConfig)
-    summary = process(cfg)
-    skipped = summary["skipped"]
-    listed = ", ".join(str(s["source_frame"]) for s in skipped[:20]) + (" ..." if len(skipped) > 20 else "")
-    print(f"Wrote {cfg.output_dir}: {summary['num_train']} train + {summary['num_eval']} eval frames at "
-          f"{cfg.resolution}x{cfg.resolution} from {summary['frames_decoded']} frames of {cfg.input} "
-          f"in {summary['wall_time_s']:.1f} s")
-    if skipped:
-        print(f"  skipped {len(skipped)} frames without a usable face: {listed}")
-    print(f"  landmark reprojection {summary['reprojection_px']['mean']:.2f} px (mean), "
-          f"mask coverage {summary['mask_coverage']['mean']:.0%} (mean)")
-    print(f"  check it at a glance: {cfg.output_dir / SHEET_FILE}")
-    print(f"  summary: {cfg.output_dir / SUMMARY_FILE}")
-
-
-if __name__ == "__main__":
-    main()

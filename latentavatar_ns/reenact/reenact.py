@@ -32,7 +32,6 @@ from latentavatar_ns.reenact.inputs import (
     check_new_file,
     check_outside,
 )
-from latentavatar_ns.utils.errors import cli_command
 
 if TYPE_CHECKING:
     import torch
@@ -383,13 +382,3 @@ def reenact(cfg: ReenactConfig) -> Tuple[Path, int]:
     write_video(output, frames(), fps=cfg.fps)
     return output, n
 
-
-@cli_command()
-def main(argv: Optional[List[str]] = None) -> None:
-    cfg = tyro.cli(ReenactConfig, args=argv)
-    output, count = reenact(cfg)
-    print(f"Wrote {output} ({count} frames)")
-
-
-if __name__ == "__main__":
-    main()

@@ -29,11 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Literal, Optional
 
-import tyro
-
 from latentavatar_ns.reenact.inputs import ReenactError, check_dataset_dir, check_file, check_outside
 from latentavatar_ns.utils.checkpoints import NonFiniteGuard, TrainingError, checkpoints_in, load_newest, prune
-from latentavatar_ns.utils.errors import cli_command
 from latentavatar_ns.utils.image import to_uint8
 from latentavatar_ns.utils.io import atomic_write
 
@@ -380,16 +377,3 @@ def train_ynet(cfg: YNetTrainConfig) -> YNetTrainResult:
         checkpoint = resume_from
     return YNetTrainResult(Path(checkpoint), history, time.time() - began)
 
-
-@cli_command()
-def main(argv: Optional[List[str]] = None) -> None:
-    cfg = tyro.cli(YNetTrainConfig, args=argv)
-    result = train_ynet(cfg)
-    print(f"Y-network saved to {result.checkpoint} ({result.seconds:.0f} s); preview: "
-          f"{Path(cfg.output_dir) / PREVIEW_FILE}")
-    print(f"reenact: ns-latentavatar-reenact --load-config {cfg.load_config} --ynet {cfg.output_dir} "
-          f"--driving {cfg.actor_data} --output-path reenacted.mp4")
-
-
-if __name__ == "__main__":
-    main()

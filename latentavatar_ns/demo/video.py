@@ -1,4 +1,4 @@
-"""``ns-latentavatar-demo-video``: the real-video path of the demo.
+"""The real-video path of the demo (``ns-latentavatar-demo-video``).
 
 The sample talking-face clip (``single_face.mp4``, from the asset cache) -> ``ns-latentavatar-process``
 -> ``ns-train latentavatar-tiny`` -> turntable video, held-out comparison and metrics (the held-out
@@ -11,9 +11,9 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
-from latentavatar_ns.utils.errors import cli_command
+from latentavatar_ns.demo.steps import fresh_output_dir, render_results, train
 
 
 @dataclass
@@ -41,20 +41,12 @@ class DemoVideoConfig:
     """Replace an existing output folder."""
 
 
-@cli_command()
-def main() -> None:
-    import tyro
-
+def run_demo_video(cfg: DemoVideoConfig) -> Tuple[Dict, Path]:
+    """Run the demo into ``cfg.output_dir``; return its results (also written to results.json) and the
+    trained avatar's config.yml."""
     from latentavatar_ns.assets.cache import asset_path
-    from latentavatar_ns.demo import (
-        fresh_output_dir,
-        print_outputs,
-        render_results,
-        train,
-    )
     from latentavatar_ns.process.video_to_dataset import ProcessConfig, process
 
-    cfg = tyro.cli(DemoVideoConfig)
     out = cfg.output_dir
     fresh_output_dir(out, cfg.overwrite)
     start = time.time()
@@ -77,11 +69,4 @@ def main() -> None:
         "wall_time_s": round(time.time() - start, 1),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    psnr = heldout["full_frame"]["psnr"]
-    print(f"\nDemo finished in {results['wall_time_s']:.0f} s (processing {process_s:.0f} s). "
-          f"Held-out PSNR {psnr:.2f} dB (full frame).")
-    print_outputs(out, config_path, f"  dataset contact sheet: {out / 'data' / 'contact_sheet.png'}")
-
-
-if __name__ == "__main__":
-    main()
+    return results, config_path

@@ -1,48 +1,19 @@
-"""``ns-latentavatar-demo``: synthetic head -> ``ns-train latentavatar-tiny`` -> turntable video + held-out comparison.
-
-Runs on two CPU cores in a few minutes and prints where its results are.
-"""
+"""The steps both demos share: train with the real ``ns-train``, render a turntable and a held-out
+comparison, and say where the results are (also used by the benchmarks to run ``ns-train``)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
-import tyro
 
-from latentavatar_ns.utils.errors import OutputExistsError, cli_command
-
-
-@dataclass
-class DemoConfig:
-    """Make a synthetic dataset, train the tiny avatar with ns-train, render a turntable and a held-out comparison."""
-
-    output_dir: Path = Path("demo_output")
-    """Where the dataset, the training run and the results go."""
-    num_frames: int = 120
-    """Frames of synthetic video (the last 15% are held out)."""
-    resolution: int = 128
-    """Frame side in pixels (latentavatar-tiny renders at a quarter of this and super-resolves)."""
-    iterations: int = 2000
-    """Training steps."""
-    device: str = "cpu"
-    """Training device type: cpu or cuda."""
-    seed: int = 0
-    """Seed of the synthetic head's motion and expressions."""
-    detail: bool = True
-    """Paint the synthetic head with the detail a real face has (textured skin, eye whites, teeth, highlights,
-    winks): what an expressive avatar must reproduce. ``--no-detail`` makes the smooth head."""
-    overwrite: bool = False
-    """Replace an existing output folder."""
+from latentavatar_ns.utils.errors import OutputExistsError
 
 
 def _bin(name: str) -> str:
@@ -76,9 +47,9 @@ def render_results(config_path: Path, output_dir: Path) -> Dict:
     from nerfstudio.utils.eval_utils import eval_setup
     from PIL import Image
 
-    from latentavatar_ns.expressiveness import contact_sheet
+    from latentavatar_ns.evaluation.expressiveness import contact_sheet
     from latentavatar_ns.utils.image import to_uint8
-    from latentavatar_ns.utils.metrics import ImageMetrics, evaluate_heldout
+    from latentavatar_ns.evaluation.metrics import ImageMetrics, evaluate_heldout
     from latentavatar_ns.utils.video import write_video
     from latentavatar_ns.utils.views import frontal_camera, orbit, with_codes
 
@@ -131,25 +102,3 @@ def print_outputs(out: Path, config_path: Path, *extra: str) -> None:
                  f"  view it:               ns-viewer --load-config {config_path}"):
         print(line)
 
-
-@cli_command()
-def main() -> None:
-    cfg = tyro.cli(DemoConfig)
-    from latentavatar_ns.synthetic import make_dataset
-
-    out = cfg.output_dir
-    fresh_output_dir(out, cfg.overwrite)
-    start = time.time()
-    data = make_dataset(out / "data", identity=0, num_frames=cfg.num_frames, resolution=cfg.resolution,
-                        eval_fraction=0.15, seed=cfg.seed, detail=cfg.detail)
-    config_path = train(data, out / "runs", cfg.iterations, cfg.device)
-    results = {"heldout": render_results(config_path, out), "iterations": cfg.iterations,
-               "wall_time_s": round(time.time() - start, 1), "device": cfg.device}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    psnr = results["heldout"]["full_frame"]["psnr"]
-    print(f"\nDemo finished in {results['wall_time_s']:.0f} s. Held-out PSNR {psnr:.2f} dB (full frame).")
-    print_outputs(out, config_path)
-
-
-if __name__ == "__main__":
-    main()

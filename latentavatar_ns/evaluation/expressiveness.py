@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional import structural_similarity_index_measure
 
-from latentavatar_ns.utils.metrics import mean_metrics, psnr
+from latentavatar_ns.evaluation.metrics import mean_metrics, psnr
 from latentavatar_ns.model.pose_refinement import fit_head_pose
 
 Box = Tuple[int, int, int, int]

@@ -1,7 +1,4 @@
-"""``ns-latentavatar-render``: novel-view videos of a trained avatar around its head.
-
-    ns-latentavatar-render turntable --load-config RUN/config.yml --output-path turntable.mp4
-    ns-latentavatar-render spiral --load-config RUN/config.yml --output-path spiral.mp4 --frame 12
+"""Novel-view videos of a trained avatar around its head (``ns-latentavatar-render``).
 
 nerfstudio's ``ns-render spiral`` only accepts ray-based datamanagers; these paths circle the
 canonical head (the avatar's own centre) instead of a point in front of the first camera. The
@@ -12,13 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import numpy as np
-import tyro
-from typing_extensions import Annotated
 
-from latentavatar_ns.utils.errors import LatentAvatarError, cli_command
+from latentavatar_ns.utils.errors import LatentAvatarError
 
 
 class RenderError(LatentAvatarError, ValueError):
@@ -71,6 +66,7 @@ class Spiral(_RenderPath):
 
 
 def render_path(cfg: _RenderPath) -> Path:
+    """Render the video of a path (a :class:`Turntable` or a :class:`Spiral`) and return where it was written."""
     import torch
     from nerfstudio.utils.eval_utils import eval_setup
     from rich.progress import track
@@ -103,19 +99,3 @@ def render_path(cfg: _RenderPath) -> Path:
 
     return write_video(cfg.output_path, frames(), fps=cfg.fps)
 
-
-Commands = Union[
-    Annotated[Turntable, tyro.conf.subcommand(name="turntable")],
-    Annotated[Spiral, tyro.conf.subcommand(name="spiral")],
-]
-
-
-@cli_command()
-def main(argv=None) -> None:
-    cfg = tyro.cli(Commands, args=argv)
-    path = render_path(cfg)
-    print(f"wrote {path}")
-
-
-if __name__ == "__main__":
-    main()
