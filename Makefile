@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo demo-video test bench clean browser gpu-kit
+.PHONY: setup demo demo-video lint test bench clean browser gpu-kit
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,12 @@ browser:
 	@test -x /usr/bin/chromium || { apt-get update && apt-get install -y chromium; } \
 	  || { sudo apt-get update && sudo apt-get install -y chromium; }
 
-test: setup browser
+# Style (ruff, line length 120) and types (mypy); both come with the dev extra. `make test` runs them first.
+lint: setup
+	$(BIN)/ruff check latentavatar_ns scripts tests
+	$(BIN)/mypy latentavatar_ns
+
+test: setup browser lint
 	$(BIN)/python -m pytest
 
 bench: setup

@@ -278,7 +278,8 @@ def _score(config: Path, data: Path, cfg: BenchExpression, scorer: RegionScorer,
     rare = _rare_eval_frames(data)
     if rare:
         rows = [f for f in held["frames"] if f["index"] in rare]
-        result["heldout_rare_gain_db"] = {r: float(np.mean([f["gain_db"][r] for f in rows])) for r in rows[0]["gain_db"]}
+        result["heldout_rare_gain_db"] = {r: float(np.mean([f["gain_db"][r] for f in rows]))
+                                          for r in rows[0]["gain_db"]}
     # The contact sheet: evenly spaced held-out frames and the two rarest expressions.
     picks = sorted(set(np.linspace(0, n_eval - 1, 4).round().astype(int).tolist() + (rare or [])[:2]))
     Image.fromarray(to_uint8(contact_sheet(pipeline, picks, boxes_of, zoom=max(1, 256 // cfg.resolution)))).save(sheet)

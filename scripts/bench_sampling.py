@@ -129,7 +129,10 @@ def main() -> None:
             "field_evals_ratio_render": r["render"]["field_evals_per_ray"] / ref["render"]["field_evals_per_ray"],
             "field_evals_ratio_train": r["train"]["field_evals_per_ray"] / ref["train"]["field_evals_per_ray"],
         }
-    device = torch.cuda.get_device_name() if cfg.device == "cuda" else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    if cfg.device == "cuda":
+        device = torch.cuda.get_device_name()
+    else:
+        device = f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
     report = {"config": {k: str(v) for k, v in asdict(cfg).items()}, "device": device, "results": results}
     cfg.output.parent.mkdir(parents=True, exist_ok=True)
     cfg.output.write_text(json.dumps(report, indent=2))

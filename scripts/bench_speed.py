@@ -50,7 +50,7 @@ CPU_ONLY = ("glibc_heap",)
 @dataclass
 class BenchSpeed:
     variants: Optional[List[str]] = None
-    """Variants to measure; the first is the reference of the ratios. Default: all (without the CPU-only ones on cuda)."""
+    """Variants to measure; the first is the reference of the ratios. Default: all (but the CPU-only ones on cuda)."""
     device: str = "cpu"
     """cpu or cuda."""
     resolution: int = 128

@@ -48,7 +48,8 @@ def dataset_factory(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def tiny_trained_run(synthetic_dataset: Path, tmp_path_factory) -> Path:
-    """One short real ``ns-train latentavatar-tiny`` run (CPU) shared by the viewer and rendering tests; its config.yml."""
+    """One short real ``ns-train latentavatar-tiny`` run (CPU) shared by the viewer and rendering tests; its
+    config.yml."""
     import os
     import subprocess
     import sys
@@ -57,6 +58,7 @@ def tiny_trained_run(synthetic_dataset: Path, tmp_path_factory) -> Path:
     cmd = [str(Path(sys.executable).parent / "ns-train"), "latentavatar-tiny", "--data", str(synthetic_dataset),
            "--output-dir", str(out), "--experiment-name", "t", "--timestamp", "a", "--vis", "tensorboard",
            "--machine.device-type", "cpu", "--max-num-iterations", "60", "--steps-per-save", "60"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     return out / "t" / "latentavatar-tiny" / "a" / "config.yml"

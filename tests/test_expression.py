@@ -76,7 +76,8 @@ def test_pose_refinement_moves_the_head_about_its_origin(synthetic_dataset: Path
         refine.correction[2, 3:] = torch.tensor([0.0, 0.2, 0.0])  # 0.2 rad about canonical y
     moved = refine(cameras, idx).camera_to_worlds.detach()
     rotation = moved[1, :, :3] @ cameras.camera_to_worlds[1, :, :3].T
-    assert math.isclose(math.degrees(math.acos((float(torch.trace(rotation)) - 1) / 2)), math.degrees(0.2), rel_tol=1e-3)
+    angle = math.acos((float(torch.trace(rotation)) - 1) / 2)
+    assert math.isclose(math.degrees(angle), math.degrees(0.2), rel_tol=1e-3)
     # Distances to the head's origin are kept: a rigid motion of the head, not a camera shift.
     assert torch.allclose(moved[:, :, 3].norm(dim=-1), cameras.camera_to_worlds[:, :, 3].norm(dim=-1))
 
@@ -116,7 +117,13 @@ def _face_square_boxes(pipeline):
 def test_expressiveness_scores_an_avatar_that_ignores_its_code_as_zero(tiny_trained_run: Path, monkeypatch):
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from latentavatar_ns.evaluation.expressiveness import RegionScorer, code_spread, contact_sheet, score_split, silhouette_iou
+    from latentavatar_ns.evaluation.expressiveness import (
+        RegionScorer,
+        code_spread,
+        contact_sheet,
+        score_split,
+        silhouette_iou,
+    )
 
     _, pipeline, _, _ = eval_setup(tiny_trained_run, test_mode="test")
     model = pipeline.model

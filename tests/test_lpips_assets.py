@@ -140,7 +140,8 @@ def test_wrong_archive_contents_write_nothing(tmp_cache: Path, fake_asset: Asset
     assert not tmp_cache.exists() or not any(tmp_cache.iterdir())
 
 
-def test_converted_asset_detects_corruption(tmp_cache: Path, fake_asset: Asset, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_converted_asset_detects_corruption(tmp_cache: Path, fake_asset: Asset,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     conv = dataclasses.replace(fake_asset, name="fake.pt", filename="fake.pt", convert="upper")
     monkeypatch.setitem(ASSETS, conv.name, conv)
 

@@ -81,8 +81,10 @@ def test_dataparser_groups_views_by_moment(multiview: Path):
         np.testing.assert_allclose(train.cameras.camera_to_worlds[i].numpy(), expected, atol=1e-5)
     assert not torch.allclose(train.cameras.camera_to_worlds[0], train.cameras.camera_to_worlds[1])
     # Chosen views: the frontal view alone (the single-view baseline), or the held-out views to score.
-    assert parser_for(multiview, train_views=("cam01",)).get_dataparser_outputs("train").metadata["image_views"] == ["cam01"] * 3
-    assert set(parser_for(multiview, eval_views=("cam00",)).get_dataparser_outputs("val").metadata["image_views"]) == {"cam00"}
+    frontal_only = parser_for(multiview, train_views=("cam01",)).get_dataparser_outputs("train")
+    assert frontal_only.metadata["image_views"] == ["cam01"] * 3
+    held_out = parser_for(multiview, eval_views=("cam00",)).get_dataparser_outputs("val")
+    assert set(held_out.metadata["image_views"]) == {"cam00"}
 
 
 def test_every_view_of_a_moment_gets_the_frontal_crop_and_code(multiview: Path):
@@ -102,10 +104,12 @@ def test_every_view_of_a_moment_gets_the_frontal_crop_and_code(multiview: Path):
         p = parsed.params[moment]
         affine = crop_affine_from_pose(frontal.K, frontal.world_to_camera, p.pose, p.scale)
         image = read_rgb(multiview / "train" / f"img_{moment:05d}_cam01.png")
-        np.testing.assert_allclose(a["encoder_crop"].permute(1, 2, 0).numpy(), extract_crop(image, affine, 16), atol=1e-5)
+        np.testing.assert_allclose(a["encoder_crop"].permute(1, 2, 0).numpy(), extract_crop(image, affine, 16),
+                                   atol=1e-5)
     assert not torch.equal(items[0]["encoder_crop"], items[2]["encoder_crop"])
     # The encoder view can be named (config or camera.json) instead.
-    assert parser_for(multiview, encoder_view="cam02").get_dataparser_outputs("train").metadata["encoder_view"] == "cam02"
+    named = parser_for(multiview, encoder_view="cam02").get_dataparser_outputs("train")
+    assert named.metadata["encoder_view"] == "cam02"
 
 
 def test_most_frontal_view_follows_the_face(tmp_path: Path):
@@ -149,7 +153,8 @@ def _expect(root: Path, fragment: str, **kw) -> str:
 
 def test_bad_multiview_input_is_one_line(multiview: Path):
     rig = json.loads((multiview / "camera.json").read_text())
-    (multiview / "train" / "img_00001_cam07.png").write_bytes((multiview / "train" / "img_00001_cam01.png").read_bytes())
+    source = (multiview / "train" / "img_00001_cam01.png").read_bytes()
+    (multiview / "train" / "img_00001_cam07.png").write_bytes(source)
     assert "img_00001_cam07.png" in _expect(multiview, "view 'cam07' is not in camera.json")
     (multiview / "train" / "img_00001_cam07.png").unlink()
     _expect(multiview, "encoder view 'side' is not one of the views", encoder_view="side")

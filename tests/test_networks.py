@@ -112,7 +112,8 @@ def test_superres_scales_by_four():
 
 def _camera(size: int) -> Cameras:
     c2w = torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 10.0]])[None]
-    return Cameras(camera_to_worlds=c2w, fx=size * 2.0, fy=size * 2.0, cx=size / 2, cy=size / 2, width=size, height=size)
+    return Cameras(camera_to_worlds=c2w, fx=size * 2.0, fy=size * 2.0, cx=size / 2, cy=size / 2,
+                   width=size, height=size)
 
 
 def test_volume_renderer_composites_background_over_real_samples():

@@ -21,7 +21,8 @@ AABB = torch.tensor(OFFICIAL_BOX)
 
 def _cameras(n: int = 2, size: int = 8) -> Cameras:
     c2w = torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 10.0]])[None].expand(n, 3, 4)
-    return Cameras(camera_to_worlds=c2w, fx=size * 2.5, fy=size * 2.5, cx=size / 2, cy=size / 2, width=size, height=size)
+    return Cameras(camera_to_worlds=c2w, fx=size * 2.5, fy=size * 2.5, cx=size / 2, cy=size / 2,
+                   width=size, height=size)
 
 
 def _blobby_field(seed: int = 0):

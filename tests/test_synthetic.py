@@ -240,7 +240,8 @@ def test_options_are_stated_once(tmp_path: Path):
     """make_dataset's options are DatasetOptions' fields, which are also the command's flags."""
     from latentavatar_ns.scripts.synth import SynthConfig
 
-    assert [f.name for f in dataclasses.fields(SynthConfig)] == [f.name for f in dataclasses.fields(synth.DatasetOptions)]
+    options = [f.name for f in dataclasses.fields(synth.DatasetOptions)]
+    assert [f.name for f in dataclasses.fields(SynthConfig)] == options
     with pytest.raises(TypeError, match="num_frame"):
         make_dataset(tmp_path / "typo", num_frame=3, progress=False)
     assert not (tmp_path / "typo").exists()

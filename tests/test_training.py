@@ -127,7 +127,8 @@ def test_resume_with_load_dir(trained_run: Path, synthetic_dataset: Path):
                       "--vis", "tensorboard", "--machine.device-type", "cpu", "--max-num-iterations", "50",
                       "--load-dir", str(models)])
     assert result.returncode == 0, result.stderr[-3000:]
-    saved = sorted((trained_run.parents[3] / "resumed" / "t" / "latentavatar-tiny" / "b" / "nerfstudio_models").glob("*.ckpt"))
+    resumed = trained_run.parents[3] / "resumed" / "t" / "latentavatar-tiny" / "b"
+    saved = sorted((resumed / "nerfstudio_models").glob("*.ckpt"))
     # nerfstudio resumes at the loaded step + 1 and runs --max-num-iterations more steps.
     assert saved and saved[-1].name == "step-000000089.ckpt"
     assert "Resuming at step 40 from" in result.stdout + result.stderr
@@ -202,7 +203,8 @@ def test_patch_wise_training_renders_a_window_of_the_frame(synthetic_dataset: Pa
     low = model.low_res_size(64, 64)
     full_cams = trainer.pipeline.datamanager.train_dataset.cameras[0:1]
     full = camera_rays(resized_cameras(full_cams, *low)).directions.reshape(*low, 3)
-    part = camera_rays(cropped_cameras(resized_cameras(full_cams, *low), top, left, size)).directions.reshape(size, size, 3)
+    cropped = cropped_cameras(resized_cameras(full_cams, *low), top, left, size)
+    part = camera_rays(cropped).directions.reshape(size, size, 3)
     assert torch.allclose(part, full[top:top + size, left:left + size], atol=1e-6)
     model.eval()
     with torch.no_grad():
@@ -214,7 +216,8 @@ def test_patch_wise_training_renders_a_window_of_the_frame(synthetic_dataset: Pa
 
 
 @pytest.mark.slow  # torch.compile from a cold cache: about two minutes on two cores
-@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile on the CPU needs a C++ compiler")
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
+                    reason="torch.compile on the CPU needs a C++ compiler")
 def test_compiled_networks_match_eager_and_share_checkpoints(synthetic_dataset: Path, tmp_path: Path):
     eager, compiled = (tiny_trainer(synthetic_dataset, tmp_path / str(c), compile_networks=c).pipeline
                        for c in (False, True))

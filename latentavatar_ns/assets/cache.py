@@ -155,9 +155,9 @@ def read_member(archive: Path, member: str, sdist: bool = False) -> bytes:
                     return z.read(info)
     else:
         with tarfile.open(archive, "r:*") as t:
-            for info in t:
-                if info.isfile() and _member_matches(info.name, member, sdist):
-                    f = t.extractfile(info)
+            for entry in t:
+                if entry.isfile() and _member_matches(entry.name, member, sdist):
+                    f = t.extractfile(entry)
                     assert f is not None
                     return f.read()
     raise FileNotFoundError(f"{member} not found in {archive.name}")

@@ -79,7 +79,7 @@ def _frombuffer(buf: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
     dt = _safe_dtype(dtype)
     if order not in ("C", "F"):
         raise pickle.UnpicklingError(f"bad array order {order!r} in a weights pickle")
-    return np.frombuffer(buf, dtype=dt).reshape(shape, order=order).copy(order="K")
+    return np.frombuffer(buf, dtype=dt).reshape(shape, order=order).copy(order="K")  # type: ignore[call-overload]
 
 
 # The array-rebuilding function numpy itself pickles arrays with; taking it from __reduce__

@@ -53,8 +53,8 @@ class LatentAvatarDataManager(FullImageDatamanager[LatentAvatarDataset]):
     def _load_images(self, split: Literal["train", "eval"], cache_images_device: Literal["cpu", "gpu"]) -> List[Dict]:
         dataset = self.train_dataset if split == "train" else self.eval_dataset
         with ThreadPoolExecutor(max_workers=self.config.max_thread_workers or 4) as pool:
-            items = list(track(pool.map(lambda i: dataset.get_data(i, self.config.cache_images_type), range(len(dataset))),
-                               total=len(dataset), description=f"Loading {split} frames", transient=True))
+            loaded = pool.map(lambda i: dataset.get_data(i, self.config.cache_images_type), range(len(dataset)))
+            items = list(track(loaded, total=len(dataset), description=f"Loading {split} frames", transient=True))
         CONSOLE.log(f"Loaded {len(items)} {split} frames")
         device = self.device if cache_images_device == "gpu" else "cpu"
         pin = cache_images_device == "cpu" and torch.cuda.is_available()
@@ -117,5 +117,6 @@ class LatentAvatarDataManager(FullImageDatamanager[LatentAvatarDataset]):
 
     def next_eval_image(self, step: int) -> Tuple[Cameras, Dict]:
         image_idx = random.choice(range(len(self.eval_dataset)))
-        data = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in self.cached_eval[image_idx].items()}
+        data = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v)
+                for k, v in self.cached_eval[image_idx].items()}
         return self.eval_dataset.cameras[image_idx : image_idx + 1].to(self.device), data

@@ -66,7 +66,7 @@ class LatentAvatarDataParserConfig(DataParserConfig):
     face_half_size: float = DEFAULT_FACE_HALF_SIZE
     """Half side of that square, canonical units."""
     encoder_view: str = ""
-    """Multi-view captures: the view whose face crop feeds the encoder ("" = camera.json's encoder_view, else the most frontal training view)."""
+    """Multi-view captures: the encoder view ("" = camera.json's encoder_view, else the most frontal training view)."""
     train_views: Tuple[str, ...] = ()
     """Multi-view captures: the views that supervise training (empty = all but camera.json's heldout_views)."""
     eval_views: Tuple[str, ...] = ()
@@ -97,7 +97,7 @@ class LatentAvatarDataParser(DataParser):
 
     def __init__(self, config: LatentAvatarDataParserConfig):
         super().__init__(config)
-        self._splits = {}
+        self._splits: Dict[str, ParsedSplit] = {}
 
     def parse_split(self, split: Literal["train", "eval"]) -> ParsedSplit:
         """Validate one split folder and read its params (cached: train is read again for eval offsets)."""
@@ -123,7 +123,8 @@ class LatentAvatarDataParser(DataParser):
             for frame, p in zip(frames, params):
                 K = p.intrinsics if p.intrinsics is not None else camera.K
                 affine = self._crop_affine(p, K, camera.world_to_camera)
-                outside.append((frame, self._outside(camera.width, camera.height, K, camera.world_to_camera, p, affine)))
+                beyond = self._outside(camera.width, camera.height, K, camera.world_to_camera, p, affine)
+                outside.append((frame, beyond))
             self._check_head_in_view(split_dir, outside)
         self._splits[split] = parsed
         return parsed
@@ -137,7 +138,7 @@ class LatentAvatarDataParser(DataParser):
         rig = rig.rescaled(*_check_images(files))
         grouped: Dict[int, Dict[str, FrameFiles]] = {}
         for frame in files:
-            grouped.setdefault(frame.index, {})[frame.view] = frame
+            grouped.setdefault(frame.index, {})[frame.view] = frame  # type: ignore[index]  # multi-view frames have one
         moments = [grouped[index] for index in sorted(grouped)]
         params = []
         for views in moments:
@@ -157,9 +158,9 @@ class LatentAvatarDataParser(DataParser):
         crop_camera, outside = rig.views[encoder], []
         for views, p in zip(moments, params):
             affine = self._crop_affine(p, crop_camera.K, crop_camera.world_to_camera)
-            for name, files in views.items():
+            for name, frame in views.items():
                 spec = rig.views[name]
-                outside.append((files, self._outside(spec.width, spec.height, spec.K, spec.world_to_camera, p, affine)))
+                outside.append((frame, self._outside(spec.width, spec.height, spec.K, spec.world_to_camera, p, affine)))
         self._check_head_in_view(split_dir, outside)
         return ParsedSplit(frames, params, rig.views[encoder], rig, moments)
 
@@ -212,7 +213,7 @@ class LatentAvatarDataParser(DataParser):
         return rig.names
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
-        folder = "train" if split == "train" else "eval"
+        folder: Literal["train", "eval"] = "train" if split == "train" else "eval"
         parsed = self.parse_split(folder)
         code_offset = 0 if folder == "train" else len(self.parse_split("train").frames)
         if parsed.rig is not None:
@@ -243,7 +244,9 @@ class LatentAvatarDataParser(DataParser):
                 if name not in files:
                     continue
                 spec = parsed.rig.views[name]
-                images.append(files[name].image), masks.append(files[name].mask), image_views.append(name)
+                images.append(files[name].image)
+                masks.append(files[name].mask)
+                image_views.append(name)
                 encoder_images.append(encoder_image)
                 c2ws.append(opencv_to_opengl(canonical_camera_to_world(spec.world_to_camera, p.pose, p.scale)))
                 intrinsics.append((spec.fx, spec.fy, spec.cx, spec.cy))
@@ -290,7 +293,7 @@ class LatentAvatarDataParser(DataParser):
                 "background_color": torch.tensor(self.config.background_color, dtype=torch.float32),
                 "num_train_frames": len(self.parse_split("train").frames),
                 "num_eval_frames": len(self.parse_split("eval").frames),
-                "image_code_idx": cameras.metadata["code_idx"][:, 0].clone(),
+                "image_code_idx": cameras.metadata["code_idx"][:, 0].clone(),  # type: ignore[index]
                 **metadata,
             },
         )

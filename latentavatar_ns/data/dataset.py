@@ -51,13 +51,13 @@ class LatentAvatarDataset(InputDataset):
         self.crop_size = crop_size
         self.background = np.asarray(self.metadata["background_color"], dtype=np.float32)
         self.crop_affines = self.metadata["crop_affines"].numpy()
-        self.code_idx = self.cameras.metadata["code_idx"][:, 0]
+        self.code_idx = self.cameras.metadata["code_idx"][:, 0]  # type: ignore[index]  # the dataparser sets it
         self.encoder_image_filenames = self.metadata.get("encoder_image_filenames",
                                                          self._dataparser_outputs.image_filenames)
 
     def get_data(self, image_idx: int, image_type: Literal["uint8", "float32"] = "float32") -> Dict:
         image_path = self._dataparser_outputs.image_filenames[image_idx]
-        mask_path = self._dataparser_outputs.mask_filenames[image_idx]
+        mask_path = self._dataparser_outputs.mask_filenames[image_idx]  # type: ignore[index]  # always set here
         rgb = read_rgb(image_path)
         matte = read_matte(mask_path)
         if matte.shape[:2] != rgb.shape[:2]:
@@ -74,6 +74,8 @@ class LatentAvatarDataset(InputDataset):
             "image": image,
             "mask": torch.from_numpy(matte),
             "encoder_crop": torch.from_numpy(crop).permute(2, 0, 1).contiguous(),
-            "region_boxes": torch.from_numpy(face_square_regions(self.crop_affines[image_idx], rgb.shape[1], rgb.shape[0])),
+            "region_boxes": torch.from_numpy(
+                face_square_regions(self.crop_affines[image_idx], rgb.shape[1], rgb.shape[0])
+            ),
             "code_idx": int(self.code_idx[image_idx]),
         }

@@ -35,7 +35,8 @@ def crop_affine_from_pose(
                         c + [-half_size, -half_size, 0.0]])  # top-left, top-right, bottom-left
     world = corners @ head_to_world(pose, scale)[:3, :3].T + np.asarray(pose[3:6])
     pixels = project_points(world, world_to_camera, K)
-    return cv2.getAffineTransform(pixels.astype(np.float32), np.float32([[0, 0], [1, 0], [0, 1]])).astype(np.float64)
+    unit = np.array([[0, 0], [1, 0], [0, 1]], dtype=np.float32)
+    return cv2.getAffineTransform(pixels.astype(np.float32), unit).astype(np.float64)
 
 
 def ellipse_mask(size: int) -> np.ndarray:
@@ -57,6 +58,6 @@ def extract_crop(image: np.ndarray, affine: np.ndarray, size: int) -> np.ndarray
         h, w = image.shape[:2]
         image = cv2.resize(image, (max(w // shrink, 1), max(h // shrink, 1)), interpolation=cv2.INTER_AREA)
         to_crop = to_crop @ np.diag([w / image.shape[1], h / image.shape[0], 1.0])
-    crop = cv2.warpAffine(image, to_crop, (size, size), flags=cv2.INTER_LINEAR,
+    crop = cv2.warpAffine(image, to_crop, (size, size), flags=cv2.INTER_LINEAR,  # type: ignore[call-overload]
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return crop * ellipse_mask(size)[..., None]

@@ -23,7 +23,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -353,7 +353,7 @@ def list_view_frames(split_dir: Path, views: Sequence[str]) -> List[FrameFiles]:
             raise DatasetError(f"{path}: view '{view}' is not in {CAMERA_FILE} (views: {', '.join(views)})")
         frames.append(FrameFiles(int(idx), path, _find_mask(path, f"{idx}_{view}"), split_dir / f"params_{idx}.npz",
                                  view))
-    frames.sort(key=lambda f: (f.index, order[f.view]))
+    frames.sort(key=lambda f: (f.index, order[f.view]))  # type: ignore[index]  # every frame here has a view
     return frames
 
 
@@ -370,7 +370,7 @@ def frame_paths(split_dir: Path, index: int, image_suffix: str = ".jpg", view: O
 # Geometry
 
 
-def axis_angle_to_matrix(rotvec: np.ndarray) -> np.ndarray:
+def axis_angle_to_matrix(rotvec: Union[np.ndarray, Sequence[float]]) -> np.ndarray:
     """Rodrigues' formula for one (3,) axis-angle vector."""
     rotvec = np.asarray(rotvec, dtype=np.float64)
     angle = float(np.linalg.norm(rotvec))

@@ -58,7 +58,8 @@ def render_results(config_path: Path, output_dir: Path) -> Dict:
     num_train = model.num_train_frames
     steps = 72
     yaws = 30.0 * np.sin(np.linspace(0.0, 2.0 * np.pi, steps, endpoint=False))
-    cams = with_codes(orbit(frontal_camera(pipeline.datamanager.dataparser), yaws),
+    parser = pipeline.datamanager.dataparser
+    cams = with_codes(orbit(frontal_camera(parser), yaws),  # type: ignore[arg-type]
                       np.linspace(0, num_train - 1, steps).round().astype(int))
     frames = [model.get_outputs_for_camera(cams[i : i + 1])["rgb"].cpu().numpy() for i in range(steps)]
     write_video(output_dir / "turntable.mp4", frames, fps=24)

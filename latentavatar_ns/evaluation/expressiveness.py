@@ -150,7 +150,7 @@ def code_spread(pipeline, indices: Sequence[int]) -> Dict[str, float]:
         code_rms.append(float((base - model.render(planes_j, cam_i)["rgb"]).pow(2).mean().sqrt()))
         pose_rms.append(float((base - model.render(planes_i, cam_j)["rgb"]).pow(2).mean().sqrt()))
     return {"code_change_rms": float(np.mean(code_rms)), "pose_change_rms": float(np.mean(pose_rms)),
-            "code_over_pose": float(np.mean(code_rms) / max(np.mean(pose_rms), 1e-8)), "pairs": len(code_rms)}
+            "code_over_pose": float(np.mean(code_rms) / max(float(np.mean(pose_rms)), 1e-8)), "pairs": len(code_rms)}
 
 
 def draw_boxes(image: np.ndarray, boxes: Dict[str, Box], width: int = 1) -> np.ndarray:
@@ -169,7 +169,8 @@ def draw_boxes(image: np.ndarray, boxes: Dict[str, Box], width: int = 1) -> np.n
 
 
 @torch.no_grad()
-def contact_sheet(pipeline, indices: Sequence[int], boxes_of: BoxesOf, split: str = "eval", zoom: int = 1) -> np.ndarray:
+def contact_sheet(pipeline, indices: Sequence[int], boxes_of: BoxesOf, split: str = "eval",
+                  zoom: int = 1) -> np.ndarray:
     """Rows of ground truth | own-code render | mean-code render for the given frames, regions boxed.
 
     ``zoom`` repeats every pixel (no smoothing), so that small frames can be judged by eye.
@@ -183,7 +184,8 @@ def contact_sheet(pipeline, indices: Sequence[int], boxes_of: BoxesOf, split: st
         item = {k: v for k, v in dataset.get_data(int(i)).items() if k != "code_idx"}
         own, average = render_pair(model, dataset.cameras[int(i) : int(i) + 1], item, average_planes)
         gt = item["image"].numpy()
-        boxes = {name: tuple(v * zoom for v in box) for name, box in boxes_of(split, int(i), gt.shape[1], gt.shape[0]).items()}
+        boxes: Dict[str, Box] = {name: (box[0] * zoom, box[1] * zoom, box[2] * zoom, box[3] * zoom)
+                                 for name, box in boxes_of(split, int(i), gt.shape[1], gt.shape[0]).items()}
         panels = [gt, own["rgb"][0].clamp(0, 1).cpu().numpy(), average["rgb"][0].clamp(0, 1).cpu().numpy()]
         panels = [p.repeat(zoom, axis=0).repeat(zoom, axis=1) for p in panels]
         rows.append(np.concatenate([draw_boxes(p, boxes) for p in panels], axis=1))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics.functional import structural_similarity_index_measure
 
-from latentavatar_ns.model.lpips import load_lpips
+from latentavatar_ns.model.lpips import Net, load_lpips
 from latentavatar_ns.data.regions import square_corners
 
 
@@ -41,7 +41,7 @@ def mouth_box(box: Tuple[int, int, int, int]) -> Tuple[int, int, int, int]:
 class ImageMetrics:
     """PSNR, SSIM and LPIPS of (H, W, 3) images in [0, 1]; LPIPS nets load once from the asset cache."""
 
-    def __init__(self, lpips_nets: Sequence[str] = ("vgg", "alex"), required: bool = True,
+    def __init__(self, lpips_nets: Sequence[Net] = ("vgg", "alex"), required: bool = True,
                  device: Optional[torch.device] = None):
         self.lpips = {net: load_lpips(net, required=required, device=device) for net in lpips_nets}
 
@@ -50,7 +50,7 @@ class ImageMetrics:
         g = gt.permute(2, 0, 1)[None].float().to(p.device)
         out = {
             "psnr": psnr(p, g),
-            "ssim": float(structural_similarity_index_measure(p, g, data_range=1.0)),
+            "ssim": float(structural_similarity_index_measure(p, g, data_range=1.0)),  # type: ignore[arg-type]
         }
         for net, module in self.lpips.items():
             if module is not None and min(p.shape[-2:]) >= 32:
@@ -63,7 +63,7 @@ def mean_metrics(rows: List[Dict[str, float]]) -> Dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate_heldout(pipeline, metrics: Optional[ImageMetrics] = None) -> Dict[str, Dict[str, float]]:
+def evaluate_heldout(pipeline, metrics: Optional[ImageMetrics] = None) -> Dict[str, Any]:
     """Every held-out frame encoded from its own crop and rendered from its own camera."""
     metrics = metrics or ImageMetrics()
     dataset = pipeline.datamanager.eval_dataset

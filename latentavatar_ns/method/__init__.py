@@ -1,1 +1,2 @@
-"""The nerfstudio wiring: method configs (``ns-train latentavatar``), pipeline, trainer and the viewer's expression panel."""
+"""The nerfstudio wiring: method configs (``ns-train latentavatar``), pipeline, trainer and the viewer's
+expression panel."""

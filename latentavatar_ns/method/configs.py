@@ -5,7 +5,7 @@ Kept light: nerfstudio imports this module for every ``ns-*`` command.
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, cast
 
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
@@ -109,11 +109,11 @@ def default_config() -> LatentAvatarTrainerConfig:
     ``--pipeline.model.sampler uniform`` and the region-loss weights at 0 are the paper's configuration exactly.
     """
     config = paper_config()
-    config.pipeline.model.sampler = "proposal"
+    model = cast(LatentAvatarModelConfig, config.pipeline.model)
+    model.sampler = "proposal"
     # Losses averaged over the face, mouth and eyes as well as the frame (scripts/bench_expression.py);
     # they leave the paper's networks as they are. ``--pipeline.model.face-loss-weight 0`` (and mouth, eye)
     # is the paper's loss.
-    model = config.pipeline.model
     model.face_loss_weight = model.mouth_loss_weight = model.eye_loss_weight = 1.0
     return config
 

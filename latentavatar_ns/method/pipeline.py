@@ -139,4 +139,4 @@ class LatentAvatarPipeline(VanillaPipeline):
             for _ in range(self.model.renderer.sampler.refill_passes):
                 self.model.update_sampler()
         if self.datamanager.eval_dataset is not None and len(self.datamanager.eval_dataset) > 0:
-            self.encode_frames(self.datamanager.eval_dataset)
+            self.encode_frames(self.datamanager.eval_dataset)  # type: ignore[arg-type]

@@ -125,7 +125,7 @@ class LatentAvatarTrainer(Trainer):
         pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline  # type: ignore
         return {
             "step": step,
-            "pipeline": pipeline.state_dict(),
+            "pipeline": pipeline.state_dict(),  # type: ignore[union-attr]
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.optimizers.items()},
             "schedulers": {k: v.state_dict() for k, v in self.optimizers.schedulers.items()},
             "scalers": self.grad_scaler.state_dict(),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Dict, Literal, Optional
+from typing import Any, Dict, Literal, Optional
 
 import numpy as np
 import torch
@@ -53,8 +53,8 @@ class ExpressionPanel(nn.Module, ViewerControl):
         nn.Module.__init__(self)
         self.num_train, self.num_eval = max(int(num_train), 1), int(num_eval)
         self.source: Literal["train", "eval"] = "train"
-        self._viewer = None
-        self.viser_server = None  # set by the viewer (ViewerControl._setup)
+        self._viewer: Any = None  # the nerfstudio Viewer, once _setup has run
+        self.viser_server = None  # type: ignore[assignment]  # set by the viewer (ViewerControl._setup)
         self._last_cam_idx = 0
         self._greeted: set = set()
         self._player: Optional[threading.Thread] = None

@@ -26,7 +26,7 @@ class FrameCodeTable:
 
     codes: Float[Tensor, "frames D"]
     """The model's ``frame_codes`` buffer, written in place."""
-    image_codes: Int[Tensor, "images"]
+    image_codes: Int[Tensor, " images"]
     """Row of each training image (the views of one multi-view moment share a row)."""
     num_train_frames: int
     """Rows before this one are training frames; the rest are held-out frames."""
@@ -44,7 +44,7 @@ class FrameCodeTable:
         rows = self.training
         return rows[rows.abs().sum(dim=1) > 0]
 
-    def at_times(self, times: Float[Tensor, "*B 1"], num: int) -> Int[Tensor, "B"]:
+    def at_times(self, times: Float[Tensor, "*B 1"], num: int) -> Int[Tensor, " B"]:
         """Training frame shown at a time in [0, 1] (a camera path's keyframe time): 0 first, 1 last."""
         idx = (times.reshape(-1).to(self.codes.device).clamp(0.0, 1.0) * (self.num_train_frames - 1)).round().long()
         return idx.expand(num) if idx.numel() == 1 else idx
@@ -66,7 +66,7 @@ class FrameCodeTable:
         return self.codes[idx.expand(b) if idx.numel() == 1 else idx]
 
     def encode(self, encode: Callable[[Tensor], Tensor], crops: Float[Tensor, "B 3 S S"],
-               idx: Optional[Int[Tensor, "B"]]) -> Float[Tensor, "B D"]:
+               idx: Optional[Int[Tensor, " B"]]) -> Float[Tensor, "B D"]:
         """Codes of a batch of crops, stored in their rows when ``idx`` names them.
 
         Views of one moment (a multi-view capture) share its crop and row: each moment is encoded

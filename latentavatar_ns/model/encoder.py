@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Sequence
 
 from jaxtyping import Float
 from torch import Tensor, nn
@@ -23,7 +23,7 @@ class ExpressionEncoder(nn.Module):
     sees codes of one scale whatever the crop's brightness, as in the official release.
     """
 
-    def __init__(self, crop_size: int = 128, channels: List[int] = (32, 64, 128, 256), code_dim: int = 256):
+    def __init__(self, crop_size: int = 128, channels: Sequence[int] = (32, 64, 128, 256), code_dim: int = 256):
         super().__init__()
         layers, cin = [], 3
         for cout in channels:

@@ -23,6 +23,7 @@ def sample_triplane(planes: Float[Tensor, "B 3 C R R"], xyz: Float[Tensor, "B N 
         sampled = F.grid_sample(planes[:, p], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[..., 0]
         # In place: grid_sample's backward needs neither output, and each is (B, C, N) floats.
         out = sampled if out is None else out.add_(sampled)  # (B, C, N)
+    assert out is not None
     return out.transpose(1, 2)
 
 
@@ -42,10 +43,11 @@ class FeatureMLP(nn.Sequential):
 
     def direction_code(self, encoded: Float[Tensor, "*batch D"]) -> Float[Tensor, "*batch H"]:
         first = self[0]
-        return F.linear(encoded, first.weight[:, self.plane_channels :], first.bias)
+        return F.linear(encoded, first.weight[:, self.plane_channels :], first.bias)  # type: ignore[index, arg-type]
 
-    def forward(self, h: Float[Tensor, "*batch C"], direction_code: Float[Tensor, "*batch H"]) -> Float[Tensor, "*batch F"]:
-        x = F.linear(h, self[0].weight[:, : self.plane_channels]).add_(direction_code)
+    def forward(self, h: Float[Tensor, "*batch C"],  # type: ignore[override]
+                direction_code: Float[Tensor, "*batch H"]) -> Float[Tensor, "*batch F"]:
+        x = F.linear(h, self[0].weight[:, : self.plane_channels]).add_(direction_code)  # type: ignore[index]
         return self[2](self[1](x))
 
 
@@ -80,7 +82,8 @@ class TriplaneField(nn.Module):
         """The view direction's share of the feature MLP: compute it once per ray, not per sample."""
         return self.feature_mlp.direction_code(self.direction_encoding(directions))
 
-    def features(self, h: Float[Tensor, "*batch C"], direction_code: Float[Tensor, "*batch H"]) -> Float[Tensor, "*batch F"]:
+    def features(self, h: Float[Tensor, "*batch C"],
+                 direction_code: Float[Tensor, "*batch H"]) -> Float[Tensor, "*batch F"]:
         """Features of samples with plane feature ``h``; ``direction_code`` broadcasts against them (one per ray)."""
         out = self.feature_mlp(h, direction_code)
         return torch.cat([torch.sigmoid(out[..., :3]), out[..., 3:]], dim=-1)

@@ -34,7 +34,8 @@ from latentavatar_ns.model.superres import SuperResolution
 
 @dataclass
 class LatentAvatarModelConfig(ModelConfig):
-    """Defaults are the paper's configuration; ``latentavatar-tiny`` and ``latentavatar`` change some (method/configs.py)."""
+    """Defaults are the paper's configuration; ``latentavatar-tiny`` and ``latentavatar`` change some
+    (method/configs.py)."""
 
     _target: Type = field(default_factory=lambda: LatentAvatarModel)
     encoder_crop_size: int = 128
@@ -138,8 +139,11 @@ class LatentAvatarModelConfig(ModelConfig):
 
 class LatentAvatarModel(Model):
     config: LatentAvatarModelConfig
+    frame_codes: Tensor
+    train_image_codes: Tensor
+    background: Tensor
 
-    def populate_modules(self):
+    def populate_modules(self) -> None:
         super().populate_modules()
         cfg = self.config
         self.encoder = ExpressionEncoder(cfg.encoder_crop_size, cfg.encoder_channels, cfg.code_dim)
@@ -201,7 +205,9 @@ class LatentAvatarModel(Model):
             groups["pose_refinement"] = list(self.pose_refinement.parameters())
         return groups
 
-    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
         every = self.renderer.sampler.update_every
         if every <= 0:
             return []
@@ -373,7 +379,8 @@ class LatentAvatarModel(Model):
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         image, _, _ = self._targets(outputs, batch)
-        metrics = {"psnr": psnr_db(outputs["rgb"].detach(), image), "field_evals_per_ray": outputs["field_evals_per_ray"]}
+        metrics = {"psnr": psnr_db(outputs["rgb"].detach(), image),
+                   "field_evals_per_ray": outputs["field_evals_per_ray"]}
         metrics.update({k: torch.tensor(v) for k, v in self.renderer.sampler.metrics().items()})
         return metrics
 

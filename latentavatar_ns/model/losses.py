@@ -60,7 +60,7 @@ def region_losses(outputs: Dict[str, Tensor], batch: Dict, image: Tensor, image_
     if "window" in outputs:  # masks of the whole frame, cut like the targets
         top, left, n = _window(outputs)
         s = sr_scale
-        full_hw, out_low_hw = (low_hw[0] * s, low_hw[1] * s), low_hw
+        full_hw, out_low_hw = (low_hw[0] * s, low_hw[1] * s), low_hw  # type: ignore[assignment]
     losses = {}
     for r, name in enumerate(REGIONS):
         weight = weights.get(name, 0.0)

@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 
 # The layers of torchvision-style ``features`` Sequentials (the same numbering torchvision uses, so
 # state keys line up with the usual vgg16/alexnet layouts and with the converted state files).
-_VGG_CFG: Sequence[Union[int, str]] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+_VGG_CFG: Sequence[Union[int, str]] = (
+    64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512,
+)
 _VGG_TAPS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
 _ALEX_TAPS = (1, 4, 7, 9, 11)  # relu1 .. relu5
 # Smallest input side that survives every pooling stage of the backbone.
@@ -83,6 +85,9 @@ class LPIPS(_Backbone):
     Computation is always fp32 (autocast is switched off inside), on whatever device the
     module is on.
     """
+
+    shift: Tensor
+    scale: Tensor
 
     def __init__(self, net: Net, weights_path: Path) -> None:
         super().__init__(net)

@@ -30,7 +30,7 @@ class HeadPoseRefinement(nn.Module):
         super().__init__()
         self.correction = nn.Parameter(torch.zeros(num_images, 6))
 
-    def forward(self, cameras: Cameras, image_idx: Int[Tensor, "B"]) -> Cameras:
+    def forward(self, cameras: Cameras, image_idx: Int[Tensor, " B"]) -> Cameras:
         """A copy of the (canonical-space) training cameras with their images' corrections applied."""
         motion = exp_map_SO3xR3(self.correction[image_idx.to(self.correction.device)]).to(cameras.camera_to_worlds)
         c2w = cameras.camera_to_worlds  # (B, 3, 4)
@@ -40,7 +40,7 @@ class HeadPoseRefinement(nn.Module):
         out.camera_to_worlds = refined
         return out
 
-    def regularizer(self, image_idx: Int[Tensor, "B"]) -> Tensor:
+    def regularizer(self, image_idx: Int[Tensor, " B"]) -> Tensor:
         """Mean squared size of the corrections in use: keeps frames without error where the tracker put them."""
         return self.correction[image_idx.to(self.correction.device)].pow(2).sum(dim=-1).mean()
 

@@ -15,7 +15,7 @@ from nerfstudio.data.scene_box import SceneBox
 from torch import Tensor, nn
 
 from latentavatar_ns.model.field import TriplaneField
-from latentavatar_ns.model.sampling import Samples
+from latentavatar_ns.model.sampling import RaySampler, Samples
 
 
 def camera_rays(cameras: Cameras) -> RayBundle:
@@ -37,7 +37,9 @@ class VolumeRenderer(nn.Module):
     is the rendered matte, unlike the official code whose background sample makes it ~1 everywhere.
     """
 
-    def __init__(self, scene_box: SceneBox, sampler: nn.Module, early_stop_transmittance: float = 1e-3):
+    aabb: Tensor
+
+    def __init__(self, scene_box: SceneBox, sampler: RaySampler, early_stop_transmittance: float = 1e-3):
         super().__init__()
         self.collider = AABBBoxCollider(scene_box)
         self.sampler = sampler
@@ -60,8 +62,10 @@ class VolumeRenderer(nn.Module):
         xyz = self.normalise(rs.frustums.get_positions()).reshape(b, per_image, s, 3)
         # A ray's samples share its direction: the field's direction term is computed once per ray.
         codes = field.direction_code(rs.frustums.directions[:, 0].reshape(b, per_image, 3))
-        mask = (samples.evaluate if samples.evaluate is not None else torch.ones(n, s, dtype=torch.bool,
-                                                                                  device=xyz.device)).reshape(b, per_image, s)
+        evaluate = samples.evaluate
+        if evaluate is None:
+            evaluate = torch.ones(n, s, dtype=torch.bool, device=xyz.device)
+        mask = evaluate.reshape(b, per_image, s)
         chunk = samples.chunk or s
         densities: List[Tensor] = []
         features: List[Tensor] = []
@@ -72,7 +76,7 @@ class VolumeRenderer(nn.Module):
             if densities:  # early ray termination: skip rays already opaque
                 with torch.no_grad():
                     so_far = torch.cat(densities, dim=2)[..., 0]
-                    deltas = rs.deltas.reshape(b, per_image, s)[:, :, : so_far.shape[2]]
+                    deltas = rs.deltas.reshape(b, per_image, s)[:, :, : so_far.shape[2]]  # type: ignore[union-attr]
                     alive = torch.exp(-(so_far * deltas).sum(dim=2)) > self.early_stop_transmittance
                 chunk_mask = chunk_mask & alive[:, :, None]
             d_chunk = xyz.new_zeros(b, per_image, sl.stop - sl.start, 1)
@@ -80,7 +84,8 @@ class VolumeRenderer(nn.Module):
             for i in range(b):
                 sel = chunk_mask[i]
                 if chunk == s and samples.evaluate is None:  # dense: no gather/scatter
-                    dens, hidden = field.density(planes[i : i + 1], xyz[i : i + 1, :, sl].reshape(1, -1, 3), density_noise)
+                    dens, hidden = field.density(planes[i : i + 1], xyz[i : i + 1, :, sl].reshape(1, -1, 3),
+                                                 density_noise)
                     feat = field.features(hidden.reshape(per_image, -1, hidden.shape[-1]), codes[i][:, None])
                     d_chunk[i] = dens.reshape(per_image, -1, 1)
                     f_chunk[i] = feat.reshape(per_image, -1, field.feature_dim)

@@ -125,7 +125,8 @@ class ProposalSampler(RaySampler):
             zyx = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)  # (z, y, x, [z, y, x])
             points = lo + zyx.flip(-1) * (hi - lo)
             with torch.autocast(lo.device.type, enabled=False):  # baked once, read by every frame: full precision
-                density = torch.cat([self.density_field.density_fn(chunk) for chunk in points.reshape(-1, 3).split(1 << 18)])
+                density = torch.cat([self.density_field.density_fn(chunk)
+                                     for chunk in points.reshape(-1, 3).split(1 << 18)])
             self._baked = (key, density.float().reshape(1, 1, r, r, r))
         return self._baked[1]
 
@@ -160,6 +161,9 @@ class OccupancyGrid(RaySampler):
     """
 
     refill_passes = 4  # several jittered updates, as training would have made
+    aabb: Tensor
+    density: Tensor
+    occupied: Tensor
 
     def __init__(self, aabb: Tensor, resolution: int = 64, num_candidates: int = 128, threshold: float = 0.01,
                  decay: float = 0.95, chunk: int = 32, update_every: int = 16, warmup_steps: int = 0):

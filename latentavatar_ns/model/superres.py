@@ -43,7 +43,8 @@ class SuperResolution(nn.Module):
     def forward(self, features: Float[Tensor, "B C h w"]) -> Float[Tensor, "B 3 H W"]:
         x1 = self.inc(features)
         x2 = self.down(F.avg_pool2d(x1, 2))
-        x = self.up_skip(torch.cat([F.interpolate(x2, size=x1.shape[-2:], mode="bilinear", align_corners=False), x1], 1))
+        up2 = F.interpolate(x2, size=x1.shape[-2:], mode="bilinear", align_corners=False)
+        x = self.up_skip(torch.cat([up2, x1], 1))
         for up in self.ups:
             x = up(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
         return torch.sigmoid(self.out(x))

@@ -63,6 +63,7 @@ def _fields(buf: bytes) -> List[Tuple[int, object]]:
     while i < len(buf):
         key, i = _varint(buf, i)
         number, wire = key >> 3, key & 7
+        value: object
         if wire == 0:
             value, i = _varint(buf, i)
         elif wire == 1:
@@ -104,12 +105,12 @@ def load_template(task_path: Path) -> FaceTemplate:
                 if len(value) == 4:  # type: ignore[arg-type]
                     floats.append(struct.unpack("<f", value)[0])  # type: ignore[arg-type]
                 else:  # packed encoding
-                    floats.extend(np.frombuffer(value, dtype="<f4").tolist())  # type: ignore[arg-type]
+                    floats.extend(np.frombuffer(value, dtype="<f4").tolist())  # type: ignore[call-overload]
         ids, weights = [], []
         for number, value in top:
             if number == 2:
                 entry: Dict[int, object] = dict(_fields(value))  # type: ignore[arg-type]
-                ids.append(int(entry.get(1, 0)))  # type: ignore[arg-type]
+                ids.append(int(entry.get(1, 0)))  # type: ignore[call-overload]
                 weights.append(struct.unpack("<f", entry[2])[0] if 2 in entry else 0.0)  # type: ignore[arg-type]
     except (KeyError, StopIteration, ValueError, zipfile.BadZipFile, struct.error, IndexError) as err:
         raise ValueError(f"{task_path}: no canonical face mesh in the landmarker bundle ({err!r})") from None

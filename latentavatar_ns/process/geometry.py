@@ -63,10 +63,10 @@ def fit_head_pose(
 
     obj = np.ascontiguousarray(template_cm, dtype=np.float64)
     img = np.ascontiguousarray(landmarks, dtype=np.float64)
-    ok, rvec, tvec = cv2.solvePnP(obj, img, K, None, flags=cv2.SOLVEPNP_SQPNP)
+    ok, rvec, tvec = cv2.solvePnP(obj, img, K, None, flags=cv2.SOLVEPNP_SQPNP)  # type: ignore[call-overload]
     if not ok:
         return None
-    rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, None, rvec, tvec)
+    rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, None, rvec, tvec)  # type: ignore[call-overload]
     rot = cv2.Rodrigues(rvec)[0]
     t = tvec.reshape(3)
     if not (np.all(np.isfinite(rot)) and np.isfinite(t).all() and t[2] > 0):
@@ -183,8 +183,8 @@ class Crop:
         m = np.array([[s / sx, 0.0, 0.5 * s / sx - s * x0 - 0.5],
                       [0.0, s / sy, 0.5 * s / sy - s * y0 - 0.5]])
         flags = cv2.INTER_LINEAR if interpolation is None else interpolation
-        return cv2.warpAffine(image, m, (self.resolution, self.resolution), flags=flags,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return cv2.warpAffine(image, m, (self.resolution, self.resolution),  # type: ignore[call-overload]
+                              flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
     def inside_fraction(self, width: int, height: int) -> float:
         """Share of the crop that lies inside the source frame."""

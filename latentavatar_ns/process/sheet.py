@@ -35,8 +35,8 @@ def draw_tile(tile: SheetTile, size: int) -> np.ndarray:
     img = cv2.resize(np.clip(img, 0, 255).astype(np.uint8), (size, size), interpolation=cv2.INTER_AREA)
     s = size / tile.image.shape[0]
     edge = (cv2.Canny((tile.mask * 255).astype(np.uint8), 64, 192) > 0).astype(np.uint8)
-    edge = cv2.resize(edge, (size, size), interpolation=cv2.INTER_NEAREST) > 0
-    img[edge] = (255, 255, 0)
+    on_edge = cv2.resize(edge, (size, size), interpolation=cv2.INTER_NEAREST) > 0
+    img[on_edge] = (255, 255, 0)
     for x, y in tile.landmarks * s:
         cv2.circle(img, (int(x), int(y)), 1, (0, 255, 0), -1, lineType=cv2.LINE_AA)
     for x, y in tile.reprojected * s:

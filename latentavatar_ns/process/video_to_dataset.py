@@ -12,7 +12,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 import numpy as np
 
@@ -209,7 +209,7 @@ def process(cfg: ProcessConfig) -> Dict:
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     rigid_canonical = geo.template_to_canonical(rigid_cm)
     sheet_every = max(1, n // max(cfg.sheet_tiles, 1))
-    tiles = []
+    tiles: List[SheetTile] = []
     Ks, reproj_raw, reproj, coverage, inside, face_side = [], [], [], [], [], []
     res = cfg.resolution
     matter = RobustVideoMatting(rvm_path) if rvm_path is not None else SelfieSegmenter(seg_path)
@@ -262,7 +262,7 @@ def process(cfg: ProcessConfig) -> Dict:
                                             float(K_med[1, 2]), w2c))
     steps = [geo.rotation_angle_deg(a, b) for a, b in zip(smooth[:-1], smooth[1:])]
     moves = [float(np.linalg.norm(a[3:] - b[3:])) for a, b in zip(smooth[:-1], smooth[1:])]
-    summary = {
+    summary: Dict[str, Any] = {
         "input": str(cfg.input),
         "output_dir": str(cfg.output_dir),
         "source_size": list(size),

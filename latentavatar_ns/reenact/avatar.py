@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ class Avatar:
     """A trained avatar's config and checkpoint, with its frozen encoder and mapping (the theta teacher)."""
 
     config_path: Path
-    config: object
+    config: Any
     """The nerfstudio ``TrainerConfig`` the run was trained with."""
     checkpoint: Path
     state: Dict
@@ -89,7 +89,8 @@ def load_avatar(config_path: Path) -> Avatar:
     """Read a LatentAvatar run (its ``config.yml``) and the teacher from its latest checkpoint."""
     config_path = Path(config_path)
     if not config_path.is_file():
-        raise ReenactError(f"{config_path}: avatar config not found (pass the config.yml of an ns-train latentavatar run)")
+        raise ReenactError(f"{config_path}: avatar config not found "
+                           "(pass the config.yml of an ns-train latentavatar run)")
     try:
         config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
     except Exception as err:

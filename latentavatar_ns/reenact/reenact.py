@@ -54,7 +54,7 @@ class ReenactConfig:
     ynet: Optional[Path] = None
     """Y-network trained for this avatar and the driver (ns-latentavatar-ynet's output folder or a checkpoint)."""
     driving: Optional[Path] = None
-    """The driver's dataset folder (make one from a video with ns-latentavatar-process); with --self: the avatar's own."""
+    """The driver's dataset folder (made from a video by ns-latentavatar-process); with --self: the avatar's own."""
     self_reenact: Annotated[bool, tyro.conf.arg(name="self")] = False
     """Drive through the avatar's own encoder and mapping, no Y-network (self-reenactment)."""
     split: Optional[Literal["train", "eval", "all"]] = None
@@ -203,11 +203,11 @@ class Driver:
         return dataset.crop_affines[i]
 
 
-def load_driver(parser: "LatentAvatarDataParser", split: str, crop_size: int) -> Driver:
+def load_driver(parser: "LatentAvatarDataParser", split: Literal["train", "eval", "all"], crop_size: int) -> Driver:
     from latentavatar_ns.reenact.avatar import load_crops, open_splits
 
     datasets = open_splits(parser, split, crop_size)
-    names = ["train", "eval"] if split == "all" else [split]
+    names: List[Literal["train", "eval"]] = ["train", "eval"] if split == "all" else [split]
     params = [p for name in names for p in parser.parse_split(name).params]
     return Driver(datasets, load_crops(datasets, crop_size), HeadPoses.from_params(params),
                   HeadPoses.from_params(parser.parse_split("train").params).mean())
@@ -242,7 +242,7 @@ class Reenactor:
     def avatar_mean(self) -> Tuple[np.ndarray, np.ndarray, float]:
         return HeadPoses.from_params(self.parser.parse_split("train").params).mean()
 
-    def driver(self, data: Path, split: str) -> Driver:
+    def driver(self, data: Path, split: Literal["train", "eval", "all"]) -> Driver:
         """Another dataset's frames, cropped with the avatar's crop geometry."""
         from latentavatar_ns.reenact.avatar import parser_for
 
@@ -344,6 +344,7 @@ def reenact(cfg: ReenactConfig) -> Tuple[Path, int]:
     avatar = load_avatar(cfg.load_config)
     ynet = None
     if not cfg.self_reenact:
+        assert cfg.ynet is not None  # checked above: --ynet is required without --self
         ynet, data = load_ynet(cfg.ynet)
         check_avatar_match(avatar.fingerprint(), data, cfg.load_config)
     device = None if cfg.device == "auto" else cfg.device

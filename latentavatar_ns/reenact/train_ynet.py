@@ -43,7 +43,7 @@ _OWN_OUTPUTS = (CHECKPOINT_DIR, TENSORBOARD_DIR, PREVIEW_FILE)
 
 @dataclass
 class YNetTrainConfig:
-    """Train the Y-network (shared encoder, avatar and actor decoders) and the mapping MLP for one avatar and one actor."""
+    """Train the Y-network (shared encoder, avatar and actor decoders) and mapping MLP for one avatar and one actor."""
 
     load_config: Path
     """The avatar: config.yml of an ns-train latentavatar run (its encoder and mapping are the frozen teacher)."""
@@ -166,8 +166,9 @@ def check_avatar_match(avatar_fingerprint: Dict, data: Dict, avatar_config: Path
     if diff is not None:
         key, ours, theirs = diff
         detail = "its encoder/mapping weights differ" if key == "teacher_sha256" else f"{key} {theirs} vs {ours}"
-        raise ReenactError(f"{data['path']}: Y-network was trained for another avatar ({data['avatar']['config_path']}; "
-                           f"{detail}), not {avatar_config}; train one for this avatar with ns-latentavatar-ynet")
+        raise ReenactError(f"{data['path']}: Y-network was trained for another avatar "
+                           f"({data['avatar']['config_path']}; {detail}), not {avatar_config}; "
+                           "train one for this avatar with ns-latentavatar-ynet")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,5 +376,6 @@ def train_ynet(cfg: YNetTrainConfig) -> YNetTrainResult:
     writer.close()
     if checkpoint is None:  # resumed a run that had already finished
         checkpoint = resume_from
+    assert checkpoint is not None
     return YNetTrainResult(Path(checkpoint), history, time.time() - began)
 

@@ -90,7 +90,8 @@ def render_path(cfg: _RenderPath) -> Path:
     yaws, pitches = cfg.angles(t)
     codes = (np.full(steps, cfg.frame) if cfg.frame is not None
              else np.linspace(0, model.num_train_frames - 1, steps).round().astype(int))
-    cameras = with_codes(orbit(frontal_camera(pipeline.datamanager.dataparser), yaws, pitches), codes)
+    parser = pipeline.datamanager.dataparser
+    cameras = with_codes(orbit(frontal_camera(parser), yaws, pitches), codes)  # type: ignore[arg-type]
 
     def frames():
         with torch.no_grad():

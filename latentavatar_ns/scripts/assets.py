@@ -27,7 +27,7 @@ class FetchAssets:
     """Download, verify and cache assets (those already cached with a good checksum are kept)."""
 
     names: Annotated[
-        tyro.conf.Positional[Tuple[AssetName, ...]],
+        tyro.conf.Positional[Tuple[AssetName, ...]],  # type: ignore[valid-type]
         tyro.conf.arg(metavar="[NAME ...]", help_behavior_hint=f"(default: {' '.join(DEFAULT_ASSETS)})"),
     ] = ()
     """Assets to fetch (names as shown by list); by default every asset but the large optional ones."""
@@ -46,7 +46,7 @@ class ListAssets:
 class AssetPath:
     """Print the cached path of one asset (fails if it is missing or corrupt)."""
 
-    name: Annotated[tyro.conf.Positional[AssetName], tyro.conf.arg(metavar="NAME")]
+    name: Annotated[tyro.conf.Positional[AssetName], tyro.conf.arg(metavar="NAME")]  # type: ignore[valid-type]
     """An asset (names as shown by list)."""
 
 

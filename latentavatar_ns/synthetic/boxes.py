@@ -70,7 +70,9 @@ def region_boxes_of_frame(dataset_dir: Path, split: str, index: int,
 
     with Image.open(image) as img:  # reads the header only
         width, height = img.size
-    camera = read_camera(dataset_dir, width, height) if rig is None else rig.rescaled(width, height).views[view]
+    # (a multi-view capture's ``view`` was checked above to be one of its views)
+    camera = (read_camera(dataset_dir, width, height) if rig is None
+              else rig.rescaled(width, height).views[view])  # type: ignore[index]
     params = load_params(files.params)
     if params.intrinsics is not None:
         k = params.intrinsics

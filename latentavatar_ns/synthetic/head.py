@@ -12,7 +12,7 @@ real error figure.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -118,7 +118,7 @@ class Expression:
         return np.array([getattr(self, k) for k in EXPRESSION_KEYS], dtype=np.float32)
 
     @classmethod
-    def from_array(cls, values: Sequence[float]) -> "Expression":
+    def from_array(cls, values: Union[Sequence[float], np.ndarray]) -> "Expression":
         arr = np.asarray(values, dtype=np.float64).reshape(-1)
         if arr.size != len(EXPRESSION_KEYS):
             raise ValueError(f"an expression has {len(EXPRESSION_KEYS)} values {EXPRESSION_KEYS}, got {arr.size}")

@@ -6,7 +6,7 @@ Everything here works in canonical head space on flat float arrays, one row per 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -190,6 +190,6 @@ def _value_noise(q: np.ndarray, salt: int) -> np.ndarray:
     return np.float32(2.0) * lerp(planes[0], planes[1], wz) - np.float32(1.0)
 
 
-def _box_corners(lo: Sequence[float], hi: Sequence[float]) -> np.ndarray:
+def _box_corners(lo: Union[Sequence[float], np.ndarray], hi: Union[Sequence[float], np.ndarray]) -> np.ndarray:
     """(8, 3) corners of the axis-aligned box [lo, hi]."""
     return np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])

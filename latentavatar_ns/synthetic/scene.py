@@ -20,7 +20,7 @@ eyelid edges) and primitives the geometry cuts its holes with, so splitting it w
 from __future__ import annotations
 
 import zlib
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -104,7 +104,8 @@ class _Scene:
 
     def bounds(self) -> Tuple[np.ndarray, np.ndarray]:
         """Canonical box holding every visible surface."""
-        parts = (self.hair, self.lower_face, self.chin, self.neck, self.nose_tip, *self.ears)
+        parts: Tuple[Union[_Ellipsoid, _Cylinder], ...] = (self.hair, self.lower_face, self.chin, self.neck,
+                                                            self.nose_tip, *self.ears)
         boxes = [part.bounds() for part in parts]
         return np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
 
@@ -170,7 +171,8 @@ class _Scene:
                 t = full
             surfaces.append((t, shade, skin_part))
 
-        skin_parts = [self.skull, self.lower_face, self.chin, *self.ears, self.neck]
+        skin_parts: List[Union[_Ellipsoid, _Cylinder]] = [self.skull, self.lower_face, self.chin, *self.ears,
+                                                          self.neck]
         skin_t = [part.entry(rays) for part in skin_parts]
         near = np.flatnonzero(rays.hits_box(*_FEATURE_BOX))
         sub = rays.subset(near)
@@ -194,9 +196,10 @@ class _Scene:
             add(t, None, near, skin_part=part)
         add(self._shell(rays, self.hair, self._in_hair), self._hair_color)
         for side in (0, 1):
-            add(self._shell(sub, self.lids[side], lambda p, s=side: ~self._in_lid_opening(s, p)),
-                lambda p, s=side: self._lid_color(s, p), near)
-            add(self.eyeballs[side].entry(sub), lambda p, s=side: self._eye_color(s, p), near)
+            # (mypy cannot infer lambdas with default arguments)
+            add(self._shell(sub, self.lids[side], lambda p, s=side: ~self._in_lid_opening(s, p)),  # type: ignore[misc]
+                lambda p, s=side: self._lid_color(s, p), near)  # type: ignore[misc]
+            add(self.eyeballs[side].entry(sub), lambda p, s=side: self._eye_color(s, p), near)  # type: ignore[misc]
         holes = near[punched]
         if holes.size:
             inner = rays.subset(holes)

@@ -12,7 +12,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -170,7 +170,7 @@ def view_yaws(num_views: int, layout: Literal["arc", "ring"] = "arc", spread: fl
     return np.linspace(-spread / 2.0, spread / 2.0, num_views) if num_views > 1 else np.zeros(1)
 
 
-def camera_rig(resolution: int, yaws_deg: Sequence[float], heldout: Sequence[int] = ()) -> CameraRig:
+def camera_rig(resolution: int, yaws_deg: Union[Sequence[float], np.ndarray], heldout: Sequence[int] = ()) -> CameraRig:
     """The official camera swung about the world's vertical axis through the head, one view per yaw.
 
     A yaw of +90 degrees looks at the subject's left side (+x). Views are named ``cam00``, ``cam01``, ...
@@ -249,7 +249,7 @@ def make_dataset(output_dir: Path, *, progress: bool = True, **options: Any) -> 
         views: Dict[Optional[str], CameraSpec] = {None: camera}
     else:
         write_rig(output_dir, rig)
-        views = dict(rig.views)
+        views = dict(rig.views.items())
     for split in SPLITS:
         (output_dir / split).mkdir(exist_ok=True)
     backgrounds = {name: make_background(camera.width, camera.height, background_seed + i)
@@ -263,7 +263,7 @@ def make_dataset(output_dir: Path, *, progress: bool = True, **options: Any) -> 
                                 detail=opts.detail)
         paths = frame_paths(output_dir / frame.split, frame.index, f".{image_format}", view=name)
         image = Image.fromarray(to_uint8(rgb))
-        image.save(paths.image, **({"quality": 95} if image_format == "jpg" else {}))
+        image.save(paths.image, **({"quality": 95} if image_format == "jpg" else {}))  # type: ignore[arg-type]
         Image.fromarray(to_uint8(mask)).save(paths.mask)
         if paths.params.exists():  # a moment's params are written with its first view
             continue

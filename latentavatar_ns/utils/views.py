@@ -23,7 +23,8 @@ def frontal_camera(parser: LatentAvatarDataParser) -> Cameras:
                    cy=cam.cy, width=cam.width, height=cam.height, camera_type=CameraType.PERSPECTIVE)
 
 
-def orbit(camera: Cameras, yaws_deg: Sequence[float], pitches_deg: Sequence[float] | None = None) -> Cameras:
+def orbit(camera: Cameras, yaws_deg: Sequence[float] | np.ndarray,
+          pitches_deg: Sequence[float] | np.ndarray | None = None) -> Cameras:
     """Copies of one camera rotated about the canonical origin (the head), one per yaw/pitch."""
     pitches_deg = [0.0] * len(yaws_deg) if pitches_deg is None else pitches_deg
     base = camera.camera_to_worlds.reshape(-1, 3, 4)[0].double().numpy()
@@ -39,7 +40,7 @@ def orbit(camera: Cameras, yaws_deg: Sequence[float], pitches_deg: Sequence[floa
                    height=row(camera.height), camera_type=CameraType.PERSPECTIVE)
 
 
-def with_codes(cameras: Cameras, code_indices: Sequence[int]) -> Cameras:
+def with_codes(cameras: Cameras, code_indices: Sequence[int] | np.ndarray) -> Cameras:
     """Attach the stored expression each camera should render (index into the model's code table)."""
     cameras.metadata = {"code_idx": torch.as_tensor(list(code_indices), dtype=torch.long)[:, None]}
     return cameras
