@@ -303,13 +303,41 @@ def cmd_samplers(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------------------------- nerfacc
 
 
-CUB_EQUALITY = """#pragma once
+# nvcc includes this header first in nerfacc's sources, for two things that stop nerfacc 0.5.2's build with
+# CUDA 13 and a PyTorch that compiles extensions as C++20: it scans by key with cub::Equality, which CUB 3
+# no longer has; and its lerp() clashes with C++20's std::lerp, which <math.h> also puts in the global
+# namespace (nerfacc's is renamed, once the standard headers have declared theirs).
+NERFACC_SHIM = """#pragma once
 #include <cub/version.cuh>
 #if CUB_VERSION >= 300000
 #include <cuda/std/functional>
 namespace cub { using Equality = ::cuda::std::equal_to<>; }
 #endif
+#if __cplusplus >= 202002L
+#include <cmath>
+#include <math.h>
+#define lerp nerfacc_lerp
+#endif
 """
+
+
+def _cublas_headers() -> Optional[str]:
+    """Where a CUDA toolkit without cuBLAS's headers (torch's include cublas_v2.h) can take them: PyTorch's own
+    nvidia-* packages, put on CPATH. None when the toolkit has them or nothing is found."""
+    import glob
+    import importlib.util
+
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if CUDA_HOME is None or (Path(CUDA_HOME) / "include" / "cublas_v2.h").exists():
+        return None
+    spec = importlib.util.find_spec("nvidia")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        for header in sorted(glob.glob(os.path.join(root, "*", "include", "cublas_v2.h"))):
+            folder = os.path.dirname(header)
+            os.environ["CPATH"] = folder + (os.pathsep + os.environ["CPATH"] if os.environ.get("CPATH") else "")
+            return folder
+    return None
 
 
 def cmd_nerfacc(args: argparse.Namespace) -> None:
@@ -353,11 +381,10 @@ def cmd_nerfacc(args: argparse.Namespace) -> None:
             return estimator.sampling(origins, dirs, render_step_size=step_size, near_plane=0.0, far_plane=10.0)
 
         with tempfile.TemporaryDirectory() as tmp:
-            # nerfacc 0.5.2 scans by key with cub::Equality, which CUB 3 (CUDA 13) no longer has: nvcc
-            # includes this header first, which brings it back where it is missing.
-            shim = Path(tmp) / "cub_equality.h"
-            shim.write_text(CUB_EQUALITY)
+            shim = Path(tmp) / "nerfacc_shim.h"
+            shim.write_text(NERFACC_SHIM)
             os.environ["NVCC_PREPEND_FLAGS"] = f"-include {shim} " + os.environ.get("NVCC_PREPEND_FLAGS", "")
+            result["cpath_added"] = _cublas_headers()
             start = time.perf_counter()
             ray_indices, t_starts, t_ends = sample()  # builds the extension, or loads a cached build
             torch.cuda.synchronize()
@@ -383,7 +410,7 @@ def cmd_nerfacc(args: argparse.Namespace) -> None:
         })
         if not len(mids):
             problems.append("no samples")
-        elif result["max_sample_radius"] > radius + cell:
+        elif result["max_sample_radius"] > radius + cell + step_size:
             problems.append(f"a sample at radius {result['max_sample_radius']:.3f}, outside the ball's cells")
         if result["samples_on_missing_rays"]:
             problems.append("rays that miss the ball got samples")
