@@ -11,6 +11,7 @@ import torch
 from trainers import tiny_trainer
 
 from latentavatar_ns.model.generator import TriplaneGenerator
+from latentavatar_ns.model.losses import region_losses
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
 from latentavatar_ns.data.regions import REGIONS, box_masks, masked_l1, pixel_box
 
@@ -42,13 +43,19 @@ def test_region_losses_weigh_only_their_regions(synthetic_dataset: Path, tmp_pat
     rgb = image.clone()
     mouth_mask = box_masks(mouth, *image.shape[1:3])
     rgb = rgb * (1 - mouth_mask) + (1 - rgb) * mouth_mask  # wrong inside the mouth box only
-    losses = model._region_losses({"rgb": rgb, "rgb_low": image_low}, batch, image, image_low)
+    low_hw = model.low_res_size(*image.shape[1:3])
+
+    def losses_with(weights):
+        return region_losses({"rgb": rgb, "rgb_low": image_low}, batch, image, image_low, weights, low_hw,
+                             model.config.sr_scale)
+
+    losses = losses_with({"face": 1.0, "mouth": 2.0, "eyes": 1.0})
     assert set(losses) == {"face_loss", "mouth_loss", "eyes_loss"}
     assert float(losses["eyes_loss"]) == 0.0
     assert float(losses["mouth_loss"]) > 2.0 * float(losses["face_loss"]) > 0.0
-    # Off by default: the paper's loss.
-    model.config.face_loss_weight = model.config.mouth_loss_weight = model.config.eye_loss_weight = 0.0
-    assert model._region_losses({"rgb": rgb, "rgb_low": image_low}, batch, image, image_low) == {}
+    # The model passes its config's weights; all at 0 is the paper's loss.
+    assert set(model.get_loss_dict(model(cameras, batch), batch)) >= {"face_loss", "mouth_loss", "eyes_loss"}
+    assert losses_with({"face": 0.0, "mouth": 0.0, "eyes": 0.0}) == {}
 
 
 def test_code_to_field_starts_as_the_paper_generator_and_shifts_every_texel():

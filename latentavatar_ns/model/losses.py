@@ -32,7 +32,7 @@ def targets(outputs: Dict[str, Tensor], batch: Dict, low_hw: Tuple[int, int], sr
 
     ``low_hw`` is the whole frame's low-res size; the output's own is used unless it is a window.
     """
-    device = outputs["rgb"].device
+    device = outputs["rgb_low"].device
     image = as_float_image(batch["image"].to(device))
     image = image[None] if image.ndim == 3 else image
     mask = batch["mask"].to(device).float()
