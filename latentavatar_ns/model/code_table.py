@@ -12,7 +12,7 @@ view of that buffer (and of which frame each training image shows), so writes go
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float, Int
@@ -87,6 +87,7 @@ class FrameCodeTable:
         return code[inverse]
 
 
+@runtime_checkable
 class CodeSource(Protocol):
     """Something asked first for the codes of camera-only renders (the viewer's expression panel)."""
 
