@@ -142,6 +142,11 @@ def test_expressiveness_scores_an_avatar_that_ignores_its_code_as_zero(tiny_trai
     assert set(scores["gain_db"]) == {"full", *REGIONS}
     assert any(abs(v) > 0 for v in scores["gain_db"].values())
     assert 0.0 <= scores["silhouette_iou"]["own"] <= 1.0
+    # Held-out frames seen from the head pose fitted to their image: same scores, codes still untouched.
+    fitted = score_split(pipeline, "eval", [0, 1, 2], boxes, scorer, test_pose_steps=5)
+    assert torch.equal(stored, model.frame_codes)
+    assert set(fitted["gain_db"]) == {"full", *REGIONS}
+    assert fitted["own"]["full"]["psnr"] > scores["own"]["full"]["psnr"] - 0.5
     spread = code_spread(pipeline, [0, 1, 2])
     assert spread["pairs"] == 2 and spread["code_change_rms"] > 0 and spread["pose_change_rms"] > 0
 

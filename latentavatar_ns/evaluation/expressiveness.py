@@ -99,8 +99,9 @@ def score_split(pipeline, split: str, indices: Sequence[int], boxes_of: BoxesOf,
         camera = dataset.cameras[int(i) : int(i) + 1].to(model.device)
         if split == "train" and model.pose_refinement is not None:  # the pose the avatar was fitted to
             camera = model.pose_refinement(camera, torch.tensor([int(i)]))
-        elif test_pose_steps > 0:
-            camera = fit_head_pose(lambda cam: model.get_outputs(cam, item), camera,
+        elif test_pose_steps > 0:  # the frame's own code, encoded once; only the pose moves
+            planes = model.triplanes(model.encode(item["encoder_crop"][None].to(model.device)))
+            camera = fit_head_pose(lambda cam: model.render(planes, cam), camera,
                                    item["image"].to(model.device), steps=test_pose_steps)
         own, average = render_pair(model, camera, item, average_planes)
         gt = item["image"]

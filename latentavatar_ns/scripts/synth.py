@@ -18,9 +18,9 @@ class SynthConfig(DatasetOptions):
     """
 
 
-# make_dataset checks its arguments with plain ValueErrors and refuses an occupied folder with FileExistsError:
-# here both are the user's to fix.
-@cli_command(FileExistsError, ValueError)
+# make_dataset checks its options with plain ValueErrors (it is also a library function): here they are the user's
+# to fix. An occupied output folder is an OutputExistsError, a LatentAvatarError like every other.
+@cli_command(ValueError)
 def entrypoint() -> None:
     import tyro
 

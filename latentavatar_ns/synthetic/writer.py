@@ -34,6 +34,7 @@ from latentavatar_ns.data.format import (
 from latentavatar_ns.synthetic.head import EXPRESSION_KEYS, FACE_REGION, Expression, HeadIdentity
 from latentavatar_ns.synthetic.motion import sample_expressions, sample_motion
 from latentavatar_ns.synthetic.raycast import make_background, render_head
+from latentavatar_ns.utils.errors import OutputExistsError
 from latentavatar_ns.utils.image import to_uint8
 
 SYNTH_FILE = "synth.json"
@@ -141,10 +142,10 @@ def _driver_frames(driver: Path) -> Tuple[List[_Frame], CameraSpec]:
 
 def _clear_output(output_dir: Path, overwrite: bool) -> None:
     if output_dir.exists() and not output_dir.is_dir():
-        raise FileExistsError(f"{output_dir} exists and is not a directory")
+        raise OutputExistsError(f"{output_dir} exists and is not a directory")
     if output_dir.exists() and any(output_dir.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{output_dir} is not empty; pass overwrite=True (--overwrite) to replace it")
+            raise OutputExistsError(f"{output_dir} is not empty; pass overwrite=True (--overwrite) to replace it")
         for name in SPLITS:
             if (output_dir / name).exists():
                 shutil.rmtree(output_dir / name)
