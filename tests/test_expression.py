@@ -13,6 +13,7 @@ from trainers import tiny_trainer
 from latentavatar_ns.model.generator import TriplaneGenerator
 from latentavatar_ns.model.losses import region_losses
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
+from latentavatar_ns.model.superres import SuperResolution
 from latentavatar_ns.data.regions import REGIONS, box_masks, masked_l1, pixel_box
 
 
@@ -70,6 +71,38 @@ def test_code_to_field_starts_as_the_paper_generator_and_shifts_every_texel():
     expected = direct.code_to_field(theta)  # (B, C)
     assert torch.allclose(shift[:, 0], expected[:, :, None, None].expand_as(shift[:, 0]), atol=1e-5)
     assert torch.equal(shift[:, 1:], torch.zeros_like(shift[:, 1:]))
+
+
+def test_code_to_sr_starts_as_the_plain_head_and_lets_theta_change_the_image():
+    torch.manual_seed(0)
+    plain = SuperResolution(8, 16, scale=2)
+    torch.manual_seed(0)
+    steered = SuperResolution(8, 16, scale=2, style_dim=6)
+    features, theta = torch.randn(2, 8, 6, 6), torch.randn(2, 6)
+    assert torch.equal(plain(features), steered(features, theta))
+    for linear in steered.style:
+        torch.nn.init.normal_(linear.weight, std=0.5)
+    same_features = features[:1].expand(2, -1, -1, -1)
+    out = steered(same_features, theta)
+    assert (out[0] - out[1]).abs().max() > 1e-3  # one feature map, two thetas, two images
+    with pytest.raises(ValueError, match="needs a style"):
+        steered(features)
+    with pytest.raises(ValueError, match="takes no style"):
+        plain(features, theta)
+
+
+def test_a_steered_avatar_renders_only_with_its_theta(synthetic_dataset: Path, tmp_path: Path):
+    pipeline = tiny_trainer(synthetic_dataset, tmp_path, code_to_sr=True).pipeline
+    model, dataset = pipeline.model, pipeline.datamanager.train_dataset
+    model.eval()
+    item, camera = dataset.get_data(0), dataset.cameras[0:1]
+    with torch.no_grad():
+        code = model.encode(item["encoder_crop"][None])
+        theta = model.mapping(code)
+        own = model.get_outputs(camera, item)["rgb"]
+        assert torch.allclose(model.render(model.planes_from_theta(theta), camera, theta=theta)["rgb"], own)
+        with pytest.raises(ValueError, match="code_to_sr"):
+            model.render(model.planes_from_theta(theta), camera)
 
 
 def test_pose_refinement_moves_the_head_about_its_origin(synthetic_dataset: Path, tmp_path: Path):

@@ -68,11 +68,11 @@ def silhouette_iou(accumulation: torch.Tensor, matte: torch.Tensor, threshold: f
 
 
 @torch.no_grad()
-def render_pair(model, camera, item: Dict, average_planes: torch.Tensor) -> Tuple[Dict, Dict]:
-    """Outputs of the frame's own code (encoded from its crop) and of the average planes, same camera."""
+def render_pair(model, camera, item: Dict, average_code: torch.Tensor) -> Tuple[Dict, Dict]:
+    """Outputs of the frame's own code (encoded from its crop) and of the average code, same camera."""
     model.eval()
     own = model.get_outputs(camera, item)
-    average = model.render(average_planes, camera.to(model.device))
+    average = model.render_code(average_code, camera.to(model.device))
     return own, average
 
 
@@ -90,7 +90,7 @@ def score_split(pipeline, split: str, indices: Sequence[int], boxes_of: BoxesOf,
     model = pipeline.model
     dataset = pipeline.datamanager.train_dataset if split == "train" else pipeline.datamanager.eval_dataset
     model.eval()
-    average_planes = model.triplanes(model.code_table.mean())
+    average_code = model.code_table.mean()
     stored = model.frame_codes.clone()  # encoding a frame in eval writes its code; leave the avatar as it was
     own_rows, mean_rows, frames = [], [], []
     for i in indices:
@@ -100,10 +100,10 @@ def score_split(pipeline, split: str, indices: Sequence[int], boxes_of: BoxesOf,
         if split == "train" and model.pose_refinement is not None:  # the pose the avatar was fitted to
             camera = model.pose_refinement(camera, torch.tensor([int(i)]))
         elif test_pose_steps > 0:  # the frame's own code, encoded once; only the pose moves
-            planes = model.triplanes(model.encode(item["encoder_crop"][None].to(model.device)))
-            camera = fit_head_pose(lambda cam: model.render(planes, cam), camera,
+            code = model.encode(item["encoder_crop"][None].to(model.device))
+            camera = fit_head_pose(lambda cam: model.render_code(code, cam), camera,
                                    item["image"].to(model.device), steps=test_pose_steps)
-        own, average = render_pair(model, camera, item, average_planes)
+        own, average = render_pair(model, camera, item, average_code)
         gt = item["image"]
         height, width = gt.shape[:2]
         boxes = {"full": (0, 0, width, height), **boxes_of(split, int(i), width, height)}
@@ -146,10 +146,10 @@ def code_spread(pipeline, indices: Sequence[int]) -> Dict[str, float]:
     code_rms, pose_rms = [], []
     for i, j in zip(indices[:-1], indices[1:]):
         cam_i, cam_j = (dataset.cameras[k : k + 1].to(model.device) for k in (int(i), int(j)))
-        planes_i, planes_j = model.triplanes(codes[int(i)]), model.triplanes(codes[int(j)])
-        base = model.render(planes_i, cam_i)["rgb"]
-        code_rms.append(float((base - model.render(planes_j, cam_i)["rgb"]).pow(2).mean().sqrt()))
-        pose_rms.append(float((base - model.render(planes_i, cam_j)["rgb"]).pow(2).mean().sqrt()))
+        code_i, code_j = codes[int(i)], codes[int(j)]
+        base = model.render_code(code_i, cam_i)["rgb"]
+        code_rms.append(float((base - model.render_code(code_j, cam_i)["rgb"]).pow(2).mean().sqrt()))
+        pose_rms.append(float((base - model.render_code(code_i, cam_j)["rgb"]).pow(2).mean().sqrt()))
     return {"code_change_rms": float(np.mean(code_rms)), "pose_change_rms": float(np.mean(pose_rms)),
             "code_over_pose": float(np.mean(code_rms) / max(float(np.mean(pose_rms)), 1e-8)), "pairs": len(code_rms)}
 
@@ -178,12 +178,12 @@ def contact_sheet(pipeline, indices: Sequence[int], boxes_of: BoxesOf, split: st
     """
     model = pipeline.model
     dataset = pipeline.datamanager.train_dataset if split == "train" else pipeline.datamanager.eval_dataset
-    average_planes = model.triplanes(model.code_table.mean())
+    average_code = model.code_table.mean()
     stored = model.frame_codes.clone()
     rows: List[np.ndarray] = []
     for i in indices:
         item = {k: v for k, v in dataset.get_data(int(i)).items() if k != "code_idx"}
-        own, average = render_pair(model, dataset.cameras[int(i) : int(i) + 1], item, average_planes)
+        own, average = render_pair(model, dataset.cameras[int(i) : int(i) + 1], item, average_code)
         gt = item["image"].numpy()
         boxes: Dict[str, Box] = {name: (box[0] * zoom, box[1] * zoom, box[2] * zoom, box[3] * zoom)
                                  for name, box in boxes_of(split, int(i), gt.shape[1], gt.shape[0]).items()}

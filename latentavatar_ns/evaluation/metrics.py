@@ -92,13 +92,13 @@ def expression_gain(pipeline) -> Dict[str, float]:
     dataset = pipeline.datamanager.eval_dataset
     model = pipeline.model
     model.eval()
-    mean_planes = model.triplanes(model.code_table.mean())
+    mean_code = model.code_table.mean()
     rows = []
     for i in range(len(dataset)):
         item = dataset.get_data(i)
         camera = dataset.cameras[i : i + 1].to(model.device)
         own = model.get_outputs_for_camera(camera, batch=item)["rgb"]
-        average = model.render(mean_planes, camera)["rgb"][0].clamp(0.0, 1.0)
+        average = model.render_code(mean_code, camera)["rgb"][0].clamp(0.0, 1.0)
         gt = item["image"].to(own.device)
         face = face_box(dataset.crop_affines[i], gt.shape[1], gt.shape[0])
         row = {}

@@ -60,6 +60,10 @@ class LatentAvatarModelConfig(ModelConfig):
     """Also feed a projection of theta straight to the field's MLPs (added to every sample's plane feature),
     beside the generator (not in the paper; NeRFace conditions its MLP this way). The generator must
     learn to draw every expression-dependent change; this gives the code a short path to the field."""
+    code_to_sr: bool = False
+    """Also steer the super-resolution head with theta (adaptive instance norm; not in the paper, whose head
+    sees only the rendered features; EG3D's takes its latent this way). Blinks and gaze cover one or two
+    low-res pixels, too few for the generator to draw; this lets the code act at the output resolution."""
     field_hidden_dim: int = 128
     """Hidden width of the density and feature MLPs."""
     feature_dim: int = 32
@@ -152,7 +156,8 @@ class LatentAvatarModel(Model):
                                            static_planes=cfg.static_planes, code_to_field=cfg.code_to_field)
         self.field = TriplaneField(cfg.plane_channels, cfg.field_hidden_dim, cfg.feature_dim)
         self.renderer = VolumeRenderer(self.scene_box, make_sampler(cfg, self.scene_box.aabb))
-        self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale)
+        self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale,
+                                        style_dim=cfg.theta_dim if cfg.code_to_sr else 0)
         self.pose_refinement = HeadPoseRefinement(self.num_train_data) if cfg.pose_refinement else None
         metadata = self.kwargs.get("metadata", {})
         self.num_train_frames = int(metadata.get("num_train_frames", self.num_train_data))
@@ -298,11 +303,11 @@ class LatentAvatarModel(Model):
             if self.pose_refinement is not None and batch is not None and "image_idx" in batch:
                 cameras = self.pose_refinement(cameras, torch.as_tensor(batch["image_idx"]).reshape(-1))
             window = self.training_window(cameras) if batch is not None and "image" in batch else None
-            return self.render(self.triplanes(code), cameras, window)
+            return self.render_code(code, cameras, window)
         if self.config.inference_dtype == "float32":
-            return self.render(self.triplanes(code), cameras)
+            return self.render_code(code, cameras)
         with torch.autocast(self.device.type, dtype=getattr(torch, self.config.inference_dtype)):
-            out = self.render(self.triplanes(code), cameras)
+            out = self.render_code(code, cameras)
         return {k: v.float() if torch.is_floating_point(v) else v for k, v in out.items()}
 
     def codes_for(self, cameras: Cameras, batch: Optional[Dict]) -> Float[Tensor, "B D"]:
@@ -331,13 +336,25 @@ class LatentAvatarModel(Model):
         top, left = (int(torch.randint(0, n - size + 1, ())) for n in (low_h, low_w))
         return top, left, size
 
+    def render_code(self, code: Float[Tensor, "B D"], cameras: Cameras,
+                    window: Optional[Tuple[int, int, int]] = None) -> Dict[str, Tensor]:
+        """``render`` of the tri-plane and theta of expression codes."""
+        theta = self.mapping(code)
+        return self.render(self.planes_from_theta(theta), cameras, window, theta)
+
     def render(self, planes: Float[Tensor, "B 3 C R R"], cameras: Cameras,
-               window: Optional[Tuple[int, int, int]] = None) -> Dict[str, Tensor]:
+               window: Optional[Tuple[int, int, int]] = None,
+               theta: Optional[Float[Tensor, "B T"]] = None) -> Dict[str, Tensor]:
         """Volume-render the low-res feature map, then super-resolve to the camera's resolution.
 
         With a ``window`` (top, left, size in low-res pixels) only that patch is rendered and
         super-resolved; the outputs carry it as ``window`` so the losses crop their targets to match.
+        ``theta``, the person-specific code the planes were made from, is needed when the
+        super-resolution head is steered by it (``code_to_sr``) and ignored otherwise.
         """
+        if self.config.code_to_sr and theta is None:
+            raise ValueError("this avatar's super-resolution is steered by theta (code_to_sr): "
+                             "render(planes, cameras, theta=...) needs the theta its planes were made from")
         height, width = int(cameras.height[0]), int(cameras.width[0])
         low_h, low_w = self.low_res_size(height, width)
         low_cams = resized_cameras(cameras, low_h, low_w)
@@ -347,7 +364,7 @@ class LatentAvatarModel(Model):
             height = width = size * self.config.sr_scale
         out = self.renderer(self.field, planes, low_cams, self.background,
                             self.config.density_noise_std if self.training else 0.0)
-        rgb = self.superres(out["features"])
+        rgb = self.superres(out["features"], theta if self.config.code_to_sr else None)
         if rgb.shape[-2:] != (height, width):
             rgb = F.interpolate(rgb, size=(height, width), mode="bilinear", align_corners=False)
         return {

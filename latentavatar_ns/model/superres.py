@@ -1,8 +1,9 @@
-"""Super-resolution head: low-res feature map -> high-res RGB, a small U-Net."""
+"""Super-resolution head: low-res feature map -> high-res RGB, a small U-Net, optionally steered by theta."""
 
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +24,13 @@ class SuperResolution(nn.Module):
 
     For the paper's x4 (128 -> 512) that is: double conv @128, down to 64, up to 128 (+ skip),
     up to 256, up to 512.
+
+    With ``style_dim`` > 0 (not in the paper; EG3D's super-resolution takes its latent the same way)
+    every instance norm's scale and shift are also moved by a linear map of a style vector (theta),
+    adaptive instance normalisation. The maps start at zero, so training starts from the plain head.
     """
 
-    def __init__(self, in_channels: int = 32, width: int = 64, scale: int = 4):
+    def __init__(self, in_channels: int = 32, width: int = 64, scale: int = 4, style_dim: int = 0):
         super().__init__()
         if scale < 1 or scale & (scale - 1):
             raise ValueError(f"super-resolution scale must be a power of two, got {scale}")
@@ -39,12 +44,36 @@ class SuperResolution(nn.Module):
         self.ups = nn.ModuleList(ups)
         self.out = nn.Conv2d(c, 3, 1)
         self.scale = scale
+        self.style = None
+        if style_dim > 0:  # per block: (scale, shift) of each of its two norms
+            blocks = [self.inc, self.down, self.up_skip, *self.ups]
+            self.style = nn.ModuleList(nn.Linear(style_dim, 4 * block[1].num_features) for block in blocks)
+            for linear in self.style:
+                nn.init.zeros_(linear.weight)
+                nn.init.zeros_(linear.bias)
 
-    def forward(self, features: Float[Tensor, "B C h w"]) -> Float[Tensor, "B 3 H W"]:
-        x1 = self.inc(features)
-        x2 = self.down(F.avg_pool2d(x1, 2))
+    def forward(self, features: Float[Tensor, "B C h w"],
+                style: Optional[Float[Tensor, "B S"]] = None) -> Float[Tensor, "B 3 H W"]:
+        if (style is None) != (self.style is None):
+            raise ValueError("this super-resolution head needs a style vector" if style is None
+                             else "this super-resolution head takes no style vector")
+        mods = iter(self.style) if self.style is not None else None
+        x1 = self._block(self.inc, features, mods, style)
+        x2 = self._block(self.down, F.avg_pool2d(x1, 2), mods, style)
         up2 = F.interpolate(x2, size=x1.shape[-2:], mode="bilinear", align_corners=False)
-        x = self.up_skip(torch.cat([up2, x1], 1))
+        x = self._block(self.up_skip, torch.cat([up2, x1], 1), mods, style)
         for up in self.ups:
-            x = up(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
+            x = self._block(up, F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False), mods, style)
         return torch.sigmoid(self.out(x))
+
+    @staticmethod
+    def _block(block: DoubleConv, x: Tensor, mods, style: Optional[Tensor]) -> Tensor:
+        if mods is None or style is None:
+            return block(x)
+        gains = next(mods)(style)[:, :, None, None].chunk(4, dim=1)  # scale, shift of norm 1, then of norm 2
+        for i, layer in enumerate(block):
+            x = layer(x)
+            if isinstance(layer, nn.InstanceNorm2d):
+                g, b = gains[0:2] if i == 1 else gains[2:4]
+                x = x * (1.0 + g) + b
+        return x

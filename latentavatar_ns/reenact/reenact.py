@@ -3,7 +3,7 @@
     ns-latentavatar-reenact --load-config RUN/config.yml --ynet ynet/anna-bob --driving data/bob --output-path out.mp4
 
 For every driving frame: face crop -> Y-network shared encoder -> mapping -> the avatar's theta
--> ``model.planes_from_theta`` -> ``model.render(planes, camera)``. ``--self`` uses the avatar's
+-> ``model.planes_from_theta`` -> ``model.render(planes, camera, theta=theta)``. ``--self`` uses the avatar's
 own encoder and mapping instead (self-reenactment on its held-out frames by default; with
 ``--driving`` another person, the no-Y-network baseline).
 
@@ -280,8 +280,9 @@ class Reenactor:
 
         with torch.no_grad():
             camera = camera.reshape((1,)) if camera.shape == () else camera[:1]
-            planes = self.model.planes_from_theta(theta.reshape(1, -1).to(self.device))
-            return self.model.render(planes, camera.to(self.device))["rgb"][0].clamp(0.0, 1.0)
+            theta = theta.reshape(1, -1).to(self.device)
+            planes = self.model.planes_from_theta(theta)
+            return self.model.render(planes, camera.to(self.device), theta=theta)["rgb"][0].clamp(0.0, 1.0)
 
 
 def camera_path_cameras(path: Path, count: int) -> "Cameras":
