@@ -20,15 +20,12 @@ from latentavatar_ns.data.format import (
     DatasetError,
     DatasetWarning,
     FrameParams,
-    axis_angle_to_matrix,
-    head_to_world,
     list_frames,
     load_params,
-    matrix_to_axis_angle,
-    project_points,
     save_params,
     write_camera,
 )
+from latentavatar_ns.data.poses import axis_angle_to_matrix, head_to_world, matrix_to_axis_angle, project_points
 
 
 def parse(root: Path, split: str = "train"):

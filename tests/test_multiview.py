@@ -20,14 +20,13 @@ from latentavatar_ns.data.format import (
     DatasetError,
     DatasetWarning,
     FrameParams,
-    canonical_camera_to_world,
     frame_paths,
     load_params,
-    opencv_to_opengl,
     read_camera,
     save_params,
     write_rig,
 )
+from latentavatar_ns.data.poses import canonical_camera_to_world, opencv_to_opengl
 from latentavatar_ns.scripts.synth import entrypoint
 from latentavatar_ns.synthetic import camera_rig, make_dataset, view_yaws
 from latentavatar_ns.synthetic.writer import _dataset_seeds

@@ -15,15 +15,8 @@ import pytest
 from PIL import Image
 
 from latentavatar_ns.assets.cache import AssetMissingError, asset_path, asset_status
-from latentavatar_ns.data.format import (
-    SPLITS,
-    axis_angle_to_matrix,
-    head_to_world,
-    list_frames,
-    load_params,
-    project_points,
-    read_camera,
-)
+from latentavatar_ns.data.format import SPLITS, list_frames, load_params, read_camera
+from latentavatar_ns.data.poses import axis_angle_to_matrix, head_to_world, project_points
 from latentavatar_ns.process import geometry as geo
 from latentavatar_ns.process.face import load_template
 

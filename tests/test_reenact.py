@@ -96,7 +96,7 @@ def test_ssim_matches_the_reference_implementation():
 
 
 def test_follow_poses_keep_own_motion_and_normalise_scale():
-    from latentavatar_ns.data.format import axis_angle_to_matrix
+    from latentavatar_ns.data.poses import axis_angle_to_matrix
     from latentavatar_ns.reenact.reenact import HeadPoses, follow_poses
 
     rng = np.random.default_rng(0)

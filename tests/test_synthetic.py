@@ -18,11 +18,11 @@ from latentavatar_ns.data.format import (
     OFFICIAL_W2C,
     CameraSpec,
     DatasetError,
-    axis_angle_to_matrix,
     list_frames,
     load_params,
     read_camera,
 )
+from latentavatar_ns.data.poses import axis_angle_to_matrix
 from latentavatar_ns.scripts.synth import entrypoint
 from latentavatar_ns.synthetic import (
     EXPRESSION_KEYS,

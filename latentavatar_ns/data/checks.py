@@ -13,16 +13,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from latentavatar_ns.data.format import (
-    CAMERA_FILE,
-    DatasetError,
-    DatasetWarning,
-    FrameFiles,
-    FrameParams,
-    head_to_world,
-    load_params,
-    project_points,
-)
+from latentavatar_ns.data.format import CAMERA_FILE, DatasetError, DatasetWarning, FrameFiles, FrameParams, load_params
+from latentavatar_ns.data.poses import head_to_world, project_points
 
 
 def check_images(frames: List[FrameFiles], params: Optional[List[FrameParams]] = None) -> Tuple[int, int]:

@@ -34,15 +34,13 @@ from latentavatar_ns.data.format import (
     DatasetError,
     FrameFiles,
     FrameParams,
-    axis_angle_to_matrix,
-    canonical_camera_to_world,
     list_frames,
     list_view_frames,
     load_params,
-    opencv_to_opengl,
     read_camera,
     read_rig,
 )
+from latentavatar_ns.data.poses import axis_angle_to_matrix, canonical_camera_to_world, opencv_to_opengl
 
 
 @dataclass

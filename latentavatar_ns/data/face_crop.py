@@ -13,7 +13,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from latentavatar_ns.data.format import head_to_world, project_points
+from latentavatar_ns.data.poses import head_to_world, project_points
 
 DEFAULT_FACE_CENTER = (0.0, -0.25, 0.85)
 """Canonical centre of the face square: between the eyes and the chin, on the face surface."""

@@ -23,9 +23,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from jaxtyping import Float
 
-from latentavatar_ns.data.format import (
-    OFFICIAL_BOX,
-    OFFICIAL_W2C,
+from latentavatar_ns.data.format import OFFICIAL_BOX, OFFICIAL_W2C
+from latentavatar_ns.data.poses import (
     axis_angle_to_matrix,
     canonical_camera_to_world,
     head_to_world,

@@ -92,7 +92,7 @@ class HeadPoses:
 
     @classmethod
     def from_params(cls, params: Sequence["FrameParams"]) -> "HeadPoses":
-        from latentavatar_ns.data.format import axis_angle_to_matrix
+        from latentavatar_ns.data.poses import axis_angle_to_matrix
 
         return cls(np.stack([axis_angle_to_matrix(p.pose[:3]) for p in params]),
                    np.stack([p.pose[3:6] for p in params]), np.array([p.scale for p in params], dtype=np.float64))
@@ -112,7 +112,7 @@ class HeadPoses:
 
     def pose_vectors(self) -> np.ndarray:
         """(N, 6) axis-angle + translation, as in params files."""
-        from latentavatar_ns.data.format import matrix_to_axis_angle
+        from latentavatar_ns.data.poses import matrix_to_axis_angle
 
         return np.concatenate([np.stack([matrix_to_axis_angle(r) for r in self.rotations]), self.translations], 1)
 
@@ -156,7 +156,7 @@ def pose_cameras(camera: "CameraSpec", poses: HeadPoses) -> "Cameras":
     import torch
     from nerfstudio.cameras.cameras import Cameras, CameraType
 
-    from latentavatar_ns.data.format import canonical_camera_to_world, opencv_to_opengl
+    from latentavatar_ns.data.poses import canonical_camera_to_world, opencv_to_opengl
 
     c2ws = [opencv_to_opengl(canonical_camera_to_world(camera.world_to_camera, pose, float(scale)))
             for pose, scale in zip(poses.pose_vectors(), poses.scales)]

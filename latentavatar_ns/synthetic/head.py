@@ -2,7 +2,7 @@
 
 Canonical head space is the official one: x right, y up, z toward the camera (the face looks
 along +z), everything inside ``format.OFFICIAL_BOX`` with a margin. A world point is
-``R (S x) + T`` (``format.head_to_world``); the camera is ``CameraSpec.official``.
+``R (S x) + T`` (``poses.head_to_world``); the camera is ``CameraSpec.official``.
 
 Because a head's expression is a handful of parameters (:class:`Expression`), a synthetic dataset
 can render "avatar A making actor B's expression" exactly, which gives cross-identity reenactment a

@@ -11,7 +11,7 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
-from latentavatar_ns.data.format import axis_angle_to_matrix, matrix_to_axis_angle
+from latentavatar_ns.data.poses import axis_angle_to_matrix, matrix_to_axis_angle
 from latentavatar_ns.synthetic.head import HEAD_SCALE, Expression
 from latentavatar_ns.synthetic.primitives import _smoothstep
 

@@ -10,7 +10,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from latentavatar_ns.data.format import CameraSpec, axis_angle_to_matrix, head_to_world, project_points
+from latentavatar_ns.data.format import CameraSpec
+from latentavatar_ns.data.poses import axis_angle_to_matrix, head_to_world, project_points
 from latentavatar_ns.synthetic.head import Expression, HeadIdentity
 from latentavatar_ns.synthetic.primitives import _box_corners, _normalize, _Rays
 from latentavatar_ns.synthetic.scene import _Scene

@@ -22,7 +22,6 @@ from latentavatar_ns.data.format import (
     CameraSpec,
     DatasetError,
     FrameParams,
-    axis_angle_to_matrix,
     frame_paths,
     list_frames,
     load_params,
@@ -31,6 +30,7 @@ from latentavatar_ns.data.format import (
     write_camera,
     write_rig,
 )
+from latentavatar_ns.data.poses import axis_angle_to_matrix
 from latentavatar_ns.synthetic.head import EXPRESSION_KEYS, FACE_REGION, Expression, HeadIdentity
 from latentavatar_ns.synthetic.motion import sample_expressions, sample_motion
 from latentavatar_ns.synthetic.raycast import make_background, render_head

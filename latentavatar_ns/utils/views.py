@@ -9,7 +9,7 @@ import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
 
 from latentavatar_ns.data.dataparser import LatentAvatarDataParser
-from latentavatar_ns.data.format import axis_angle_to_matrix, canonical_camera_to_world, opencv_to_opengl
+from latentavatar_ns.data.poses import axis_angle_to_matrix, canonical_camera_to_world, opencv_to_opengl
 
 
 def frontal_camera(parser: LatentAvatarDataParser) -> Cameras:
