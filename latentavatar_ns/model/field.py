@@ -46,7 +46,7 @@ class FeatureMLP(nn.Sequential):
         return F.linear(encoded, first.weight[:, self.plane_channels :], first.bias)  # type: ignore[index, arg-type]
 
     def forward(self, h: Float[Tensor, "*batch C"],  # type: ignore[override]
-                direction_code: Float[Tensor, "*batch H"]) -> Float[Tensor, "*batch F"]:
+                direction_code: Float[Tensor, "*#batch H"]) -> Float[Tensor, "*batch F"]:
         x = F.linear(h, self[0].weight[:, : self.plane_channels]).add_(direction_code)  # type: ignore[index]
         return self[2](self[1](x))
 
@@ -83,7 +83,7 @@ class TriplaneField(nn.Module):
         return self.feature_mlp.direction_code(self.direction_encoding(directions))
 
     def features(self, h: Float[Tensor, "*batch C"],
-                 direction_code: Float[Tensor, "*batch H"]) -> Float[Tensor, "*batch F"]:
+                 direction_code: Float[Tensor, "*#batch H"]) -> Float[Tensor, "*batch F"]:
         """Features of samples with plane feature ``h``; ``direction_code`` broadcasts against them (one per ray)."""
         out = self.feature_mlp(h, direction_code)
         return torch.cat([torch.sigmoid(out[..., :3]), out[..., 3:]], dim=-1)

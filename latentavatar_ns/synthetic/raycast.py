@@ -54,8 +54,8 @@ class _Caster:
         if np.any(world @ w2c[2, :3] + w2c[2, 3] <= 0):  # box reaches behind the camera: no projection bound
             return 0, h, 0, w
         uv = project_points(world, w2c, self.camera.K)
-        u0, v0 = np.floor(uv.min(axis=0)).astype(int) - 1
-        u1, v1 = np.ceil(uv.max(axis=0)).astype(int) + 1
+        u0, v0 = (int(x) - 1 for x in np.floor(uv.min(axis=0)))
+        u1, v1 = (int(x) + 1 for x in np.ceil(uv.max(axis=0)))
         return max(v0, 0), min(v1, h), max(u0, 0), min(u1, w)
 
     def cast(self, scene: _Scene, u: np.ndarray, v: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
