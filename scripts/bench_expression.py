@@ -43,7 +43,14 @@ from latentavatar_ns.data.face_crop import crop_affine_from_pose
 from latentavatar_ns.data.format import FrameParams, list_frames, load_params, read_camera, save_params
 from latentavatar_ns.demo.steps import train_command
 from latentavatar_ns.evaluation.metrics import face_box
-from latentavatar_ns.evaluation.expressiveness import RegionScorer, code_spread, contact_sheet, score_split
+from latentavatar_ns.evaluation.expressiveness import (
+    RegionScorer,
+    code_probe,
+    code_spread,
+    contact_sheet,
+    encoded_codes,
+    score_split,
+)
 from latentavatar_ns.model.lpips import load_lpips
 from latentavatar_ns.synthetic import make_dataset, region_boxes
 from latentavatar_ns.utils.image import to_uint8
@@ -219,13 +226,17 @@ def landmark_boxes(landmarks: np.ndarray, width: int, height: int) -> Dict[str, 
     return {"mouth": around(_LIPS, 0.2, 0.4), "eyes": around(_EYES, 0.1, 1.0)}
 
 
+def _expressions(data: Path, split: str) -> Optional[np.ndarray]:
+    """(frames, parameters) ground-truth expressions of a synthetic split, or None (real video)."""
+    frames = [load_params(f.params).extra.get("expression") for f in list_frames(data / split)]
+    return None if any(e is None for e in frames) else np.stack(frames).astype(np.float64)
+
+
 def _rare_eval_frames(data: Path) -> Optional[List[int]]:
     """Held-out frames whose ground-truth expression is farther than the median from every training one."""
-    frames = {split: [load_params(f.params).extra.get("expression") for f in list_frames(data / split)]
-              for split in ("train", "eval")}
-    if any(e is None for e in frames["train"] + frames["eval"]):
+    train, held = _expressions(data, "train"), _expressions(data, "eval")
+    if train is None or held is None:
         return None
-    train, held = np.stack(frames["train"]), np.stack(frames["eval"])
     nearest = np.sqrt(((held[:, None] - train[None]) ** 2).sum(-1)).min(1)
     return [int(i) for i in np.nonzero(nearest >= np.median(nearest))[0]]
 
@@ -276,6 +287,11 @@ def _score(config: Path, data: Path, cfg: BenchExpression, scorer: RegionScorer,
     if cfg.test_pose_steps > 0:
         result["heldout_fitted_pose"] = score_split(pipeline, "eval", list(range(n_eval)), boxes_of, scorer,
                                                     test_pose_steps=cfg.test_pose_steps)
+    truth = _expressions(data, "train")
+    if truth is not None:  # synthetic heads: which expression parameters the training frames' codes hold
+        keys = json.loads((data / "synth.json").read_text())["expression_keys"]
+        r2 = code_probe(encoded_codes(pipeline, "train", range(n_train)), truth[:n_train])
+        result["code_probe_r2"] = {key: float(v) for key, v in zip(keys, r2)}
     rare = _rare_eval_frames(data)
     if rare:
         rows = [f for f in held["frames"] if f["index"] in rare]
@@ -304,6 +320,7 @@ def _summary(results: Dict, reference: str) -> Dict:
                 "train_silhouette_iou": t["silhouette_iou"],
                 "heldout_silhouette_iou": h["silhouette_iou"],
                 "code_over_pose": r["code_spread"]["code_over_pose"],
+                **({"code_probe_r2": r["code_probe_r2"]} if "code_probe_r2" in r else {}),
                 "train_seconds": r["train_seconds"],
             }
             if "heldout_fitted_pose" in r:

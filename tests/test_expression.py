@@ -153,6 +153,20 @@ def _face_square_boxes(pipeline):
     return boxes
 
 
+def test_code_probe_reads_what_the_codes_hold_and_nothing_else():
+    from latentavatar_ns.evaluation.expressiveness import code_probe
+
+    rng = np.random.default_rng(0)
+    targets = rng.normal(size=(120, 3))
+    targets[:, 2] = 0.5  # a parameter that never changes
+    mixing = rng.normal(size=(2, 16))
+    holds = targets[:, :2] @ mixing + 0.01 * rng.normal(size=(120, 16))  # both moving parameters, linearly
+    r2 = code_probe(holds, targets)
+    assert r2[0] > 0.95 and r2[1] > 0.95 and r2[2] == 0.0
+    blind = code_probe(rng.normal(size=(120, 16)), targets)  # codes that ignore the expression
+    assert blind[0] < 0.2 and blind[1] < 0.2
+
+
 @pytest.mark.slow
 def test_expressiveness_scores_an_avatar_that_ignores_its_code_as_zero(tiny_trained_run: Path, monkeypatch):
     from nerfstudio.utils.eval_utils import eval_setup
@@ -161,6 +175,7 @@ def test_expressiveness_scores_an_avatar_that_ignores_its_code_as_zero(tiny_trai
         RegionScorer,
         code_spread,
         contact_sheet,
+        encoded_codes,
         score_split,
         silhouette_iou,
     )
@@ -182,6 +197,9 @@ def test_expressiveness_scores_an_avatar_that_ignores_its_code_as_zero(tiny_trai
     assert fitted["own"]["full"]["psnr"] > scores["own"]["full"]["psnr"] - 0.5
     spread = code_spread(pipeline, [0, 1, 2])
     assert spread["pairs"] == 2 and spread["code_change_rms"] > 0 and spread["pose_change_rms"] > 0
+
+    codes = encoded_codes(pipeline, "train", [0, 1, 2])
+    assert codes.shape == (3, model.config.code_dim) and torch.equal(stored, model.frame_codes)
 
     sheet = contact_sheet(pipeline, [0, 2], boxes, zoom=2)
     assert sheet.shape == (2 * 128, 3 * 128, 3)

@@ -4,7 +4,8 @@ Every scored frame is rendered twice from its own camera: with the code encoded 
 crop, and with the mean code of the training frames (the avatar's "average face"). Scores are taken
 on the full frame and inside boxes around the face, the mouth and the eyes. The *expression gain*
 of a region is the PSNR of the own-code render minus that of the mean-code render: an avatar that
-ignores its code scores 0 whatever its image quality, since pose and identity cancel out.
+ignores its code scores 0 whatever its image quality, since pose and identity cancel out. The code
+probe asks the step before: which ground-truth expression parameters the codes hold at all.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from jaxtyping import Float
 from torchmetrics.functional import structural_similarity_index_measure
 
 from latentavatar_ns.evaluation.metrics import mean_metrics, psnr
@@ -152,6 +154,43 @@ def code_spread(pipeline, indices: Sequence[int]) -> Dict[str, float]:
         pose_rms.append(float((base - model.render_code(code_i, cam_j)["rgb"]).pow(2).mean().sqrt()))
     return {"code_change_rms": float(np.mean(code_rms)), "pose_change_rms": float(np.mean(pose_rms)),
             "code_over_pose": float(np.mean(code_rms) / max(float(np.mean(pose_rms)), 1e-8)), "pairs": len(code_rms)}
+
+
+@torch.no_grad()
+def encoded_codes(pipeline, split: str, indices: Sequence[int]) -> Float[np.ndarray, "N D"]:
+    """The codes the avatar's encoder gives the frames' own crops (the stored code table left as it was)."""
+    model = pipeline.model
+    dataset = pipeline.datamanager.train_dataset if split == "train" else pipeline.datamanager.eval_dataset
+    model.eval()
+    stored = model.frame_codes.clone()
+    codes = [model.encode(dataset.get_data(int(i))["encoder_crop"][None].to(model.device))[0].cpu().numpy()
+             for i in indices]
+    model.frame_codes.copy_(stored)
+    return np.stack(codes)
+
+
+def code_probe(codes: Float[np.ndarray, "N D"], targets: Float[np.ndarray, "N K"], folds: int = 8,
+               ridge: float = 10.0, seed: int = 0) -> Float[np.ndarray, " K"]:
+    """How much of each target (a column: one ground-truth expression parameter) a linear map reads from
+    the codes: the cross-validated R^2 of a ridge regression on standardised codes.
+
+    Frames are dealt to the folds at random, so the frames of one blink land in several folds: this
+    asks whether the code carries the parameter, not whether the encoder generalises. 1 is a code
+    that holds the parameter linearly, 0 or less one that does not; a constant target scores 0.
+    """
+    n = len(codes)
+    order = np.random.default_rng(seed).permutation(n)
+    predicted = np.zeros_like(targets, dtype=np.float64)
+    for held in np.array_split(order, min(folds, n)):
+        fit = np.setdiff1d(order, held)
+        mean, std = codes[fit].mean(0), codes[fit].std(0) + 1e-6
+        a = np.c_[(codes[fit] - mean) / std, np.ones(len(fit))]
+        b = np.c_[(codes[held] - mean) / std, np.ones(len(held))]
+        weights = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ targets[fit])
+        predicted[held] = b @ weights
+    spread = ((targets - targets.mean(0)) ** 2).sum(0)
+    residual = ((predicted - targets) ** 2).sum(0)
+    return np.where(spread > 1e-12, 1.0 - residual / np.maximum(spread, 1e-12), 0.0)
 
 
 def draw_boxes(image: np.ndarray, boxes: Dict[str, Box], width: int = 1) -> np.ndarray:
