@@ -45,10 +45,10 @@ from latentavatar_ns.demo.steps import train_command
 from latentavatar_ns.evaluation.metrics import face_box
 from latentavatar_ns.evaluation.expressiveness import (
     RegionScorer,
-    code_probe,
     code_spread,
     contact_sheet,
     encoded_codes,
+    linear_probe,
     score_split,
 )
 from latentavatar_ns.model.lpips import load_lpips
@@ -290,8 +290,10 @@ def _score(config: Path, data: Path, cfg: BenchExpression, scorer: RegionScorer,
     truth = _expressions(data, "train")
     if truth is not None:  # synthetic heads: which expression parameters the training frames' codes hold
         keys = json.loads((data / "synth.json").read_text())["expression_keys"]
-        r2 = code_probe(encoded_codes(pipeline, "train", range(n_train)), truth[:n_train])
-        result["code_probe_r2"] = {key: float(v) for key, v in zip(keys, r2)}
+        poses = np.stack([load_params(f.params).pose for f in list_frames(data / "train")])
+        codes = encoded_codes(pipeline, "train", range(n_train))
+        result["probe_r2"] = {name: {key: float(v) for key, v in zip(keys, linear_probe(features, truth))}
+                              for name, features in (("pose", poses), ("pose_and_code", np.c_[poses, codes]))}
     rare = _rare_eval_frames(data)
     if rare:
         rows = [f for f in held["frames"] if f["index"] in rare]
@@ -320,7 +322,7 @@ def _summary(results: Dict, reference: str) -> Dict:
                 "train_silhouette_iou": t["silhouette_iou"],
                 "heldout_silhouette_iou": h["silhouette_iou"],
                 "code_over_pose": r["code_spread"]["code_over_pose"],
-                **({"code_probe_r2": r["code_probe_r2"]} if "code_probe_r2" in r else {}),
+                **({"probe_r2": r["probe_r2"]} if "probe_r2" in r else {}),
                 "train_seconds": r["train_seconds"],
             }
             if "heldout_fitted_pose" in r:

@@ -153,17 +153,17 @@ def _face_square_boxes(pipeline):
     return boxes
 
 
-def test_code_probe_reads_what_the_codes_hold_and_nothing_else():
-    from latentavatar_ns.evaluation.expressiveness import code_probe
+def test_linear_probe_reads_what_the_codes_hold_and_nothing_else():
+    from latentavatar_ns.evaluation.expressiveness import linear_probe
 
     rng = np.random.default_rng(0)
     targets = rng.normal(size=(120, 3))
     targets[:, 2] = 0.5  # a parameter that never changes
     mixing = rng.normal(size=(2, 16))
     holds = targets[:, :2] @ mixing + 0.01 * rng.normal(size=(120, 16))  # both moving parameters, linearly
-    r2 = code_probe(holds, targets)
+    r2 = linear_probe(holds, targets)
     assert r2[0] > 0.95 and r2[1] > 0.95 and r2[2] == 0.0
-    blind = code_probe(rng.normal(size=(120, 16)), targets)  # codes that ignore the expression
+    blind = linear_probe(rng.normal(size=(120, 16)), targets)  # codes that ignore the expression
     assert blind[0] < 0.2 and blind[1] < 0.2
 
 

@@ -4,7 +4,7 @@ Every scored frame is rendered twice from its own camera: with the code encoded 
 crop, and with the mean code of the training frames (the avatar's "average face"). Scores are taken
 on the full frame and inside boxes around the face, the mouth and the eyes. The *expression gain*
 of a region is the PSNR of the own-code render minus that of the mean-code render: an avatar that
-ignores its code scores 0 whatever its image quality, since pose and identity cancel out. The code
+ignores its code scores 0 whatever its image quality, since pose and identity cancel out. The linear
 probe asks the step before: which ground-truth expression parameters the codes hold at all.
 """
 
@@ -169,23 +169,26 @@ def encoded_codes(pipeline, split: str, indices: Sequence[int]) -> Float[np.ndar
     return np.stack(codes)
 
 
-def code_probe(codes: Float[np.ndarray, "N D"], targets: Float[np.ndarray, "N K"], folds: int = 8,
-               ridge: float = 10.0, seed: int = 0) -> Float[np.ndarray, " K"]:
+def linear_probe(features: Float[np.ndarray, "N D"], targets: Float[np.ndarray, "N K"], folds: int = 8,
+                 ridge: float = 10.0, seed: int = 0) -> Float[np.ndarray, " K"]:
     """How much of each target (a column: one ground-truth expression parameter) a linear map reads from
-    the codes: the cross-validated R^2 of a ridge regression on standardised codes.
+    the features (a frame's code, its head pose, or both side by side): the cross-validated R^2 of a
+    ridge regression on standardised features.
 
     Frames are dealt to the folds at random, so the frames of one blink land in several folds: this
-    asks whether the code carries the parameter, not whether the encoder generalises. 1 is a code
-    that holds the parameter linearly, 0 or less one that does not; a constant target scores 0.
+    asks whether the features carry the parameter, not whether the encoder generalises. 1 is a
+    parameter held linearly, 0 or less one that is not; a constant target scores 0. A synthetic
+    performance moves its expression with its head, so the head pose alone reads some of it: what the
+    code adds is the probe of pose and code together minus that of the pose.
     """
-    n = len(codes)
+    n = len(features)
     order = np.random.default_rng(seed).permutation(n)
     predicted = np.zeros_like(targets, dtype=np.float64)
     for held in np.array_split(order, min(folds, n)):
         fit = np.setdiff1d(order, held)
-        mean, std = codes[fit].mean(0), codes[fit].std(0) + 1e-6
-        a = np.c_[(codes[fit] - mean) / std, np.ones(len(fit))]
-        b = np.c_[(codes[held] - mean) / std, np.ones(len(held))]
+        mean, std = features[fit].mean(0), features[fit].std(0) + 1e-6
+        a = np.c_[(features[fit] - mean) / std, np.ones(len(fit))]
+        b = np.c_[(features[held] - mean) / std, np.ones(len(held))]
         weights = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ targets[fit])
         predicted[held] = b @ weights
     spread = ((targets - targets.mean(0)) ** 2).sum(0)
