@@ -70,6 +70,7 @@ VARIANTS: Dict[str, List[str]] = {
                       "--pipeline.model.eye-loss-weight", "1"],
     "code_to_field": ["--pipeline.model.code-to-field", "True"],
     "code_to_sr": ["--pipeline.model.code-to-sr", "True"],
+    "warm_start": ["--pipeline.model.encoder-warm-start-steps", "300"],
     "eyes4": ["--pipeline.model.eye-loss-weight", "4"],
     "lpips_alex": ["--pipeline.model.lpips-loss-weight", "0.1", "--pipeline.model.lpips-loss-net", "alex"],
     "sr2": ["--pipeline.model.sr-scale", "2"],

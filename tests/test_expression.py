@@ -105,6 +105,45 @@ def test_a_steered_avatar_renders_only_with_its_theta(synthetic_dataset: Path, t
             model.render(model.planes_from_theta(theta), camera)
 
 
+def test_crop_autoencoder_warm_start_makes_the_code_tell_a_blink_apart():
+    from latentavatar_ns.model.encoder import ExpressionEncoder
+    from latentavatar_ns.model.warm_start import fit_crop_autoencoder, pixel_weights
+
+    weights = pixel_weights(16, {"face": 0.0, "mouth": 2.0, "eyes": 1.0})
+    assert weights.max() == 3.0 and weights.min() == 1.0 and weights[0, 0, 4, 8] == 2.0  # the eye band
+    # Crops that differ only inside the eye band ("open" bright eyes, "closed" dark lids).
+    torch.manual_seed(0)
+    crops = torch.full((16, 3, 16, 16), 0.5)
+    closed = torch.arange(16) % 2 == 1
+    crops[:, :, 3:6, 3:13] = torch.where(closed, 0.1, 0.9)[:, None, None, None]
+    encoder = ExpressionEncoder(16, (8, 16), code_dim=8)
+
+    def separation() -> float:
+        with torch.no_grad():
+            codes = encoder(crops)
+        return float((codes[closed].mean(0) - codes[~closed].mean(0)).norm())
+
+    before = encoder.state_dict()["fc.weight"].clone()
+    losses = fit_crop_autoencoder(encoder, 8, crops, steps=60, region_weights={"eyes": 2.0})
+    assert losses[-1] < 0.5 * losses[0]
+    assert not torch.equal(before, encoder.state_dict()["fc.weight"])
+    assert separation() > 1.0  # normalised codes: the two eye states lie far apart
+
+
+def test_warm_start_runs_on_a_new_run_only(synthetic_dataset: Path, tmp_path: Path):
+    fresh = tiny_trainer(synthetic_dataset, tmp_path / "a", encoder_warm_start_steps=3)
+    untouched = tiny_trainer(synthetic_dataset, tmp_path / "b")  # the same seed: the same initial weights
+    warm = fresh.pipeline.model.encoder.fc.weight.detach().clone()
+    assert not torch.equal(warm, untouched.pipeline.model.encoder.fc.weight)
+    fresh.save_checkpoint(0)
+    config = fresh.config
+    config.load_dir = fresh.checkpoint_dir
+    resumed = config.setup()
+    resumed.setup()
+    assert resumed._start_step == 1
+    assert torch.equal(resumed.pipeline.model.encoder.fc.weight, warm)  # loaded, not fitted again
+
+
 def test_pose_refinement_moves_the_head_about_its_origin(synthetic_dataset: Path, tmp_path: Path):
     refine = HeadPoseRefinement(3)
     trainer = tiny_trainer(synthetic_dataset, tmp_path, pose_refinement=True)

@@ -68,6 +68,12 @@ def box_masks(boxes: Float[Tensor, "B 4"], height: int, width: int) -> Float[Ten
     return (inside_y[:, :, None] & inside_x[:, None, :]).float()[..., None]
 
 
+def square_region_masks(size: int) -> Float[Tensor, "R S S"]:
+    """Masks of ``REGIONS`` on the face square itself (the encoder's crop), ``size`` pixels a side."""
+    boxes = torch.tensor([_FRACTIONS[name] for name in REGIONS], dtype=torch.float32)
+    return box_masks(boxes, size, size)[..., 0]
+
+
 def masked_l1(pred: Float[Tensor, "B H W C"], target: Float[Tensor, "B H W C"],
               mask: Float[Tensor, "B H W 1"]) -> Tensor:
     """Mean absolute error over the masked pixels of the whole batch (0 when the mask is empty)."""

@@ -15,11 +15,13 @@ import torch
 import torchvision.utils as vutils
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
-from rich.progress import track
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn, track
 
 from latentavatar_ns.data.datamanager import LatentAvatarDataManagerConfig
 from latentavatar_ns.data.dataset import LatentAvatarDataset
+from latentavatar_ns.data.regions import REGIONS
 from latentavatar_ns.model.latentavatar import LatentAvatarModel, LatentAvatarModelConfig
+from latentavatar_ns.model.warm_start import fit_crop_autoencoder
 from latentavatar_ns.utils.ffmpeg import ensure_ffmpeg_on_path
 from latentavatar_ns.method.viewer_panel import ExpressionPanel
 
@@ -117,6 +119,31 @@ class LatentAvatarPipeline(VanillaPipeline):
             crops = torch.stack([item["encoder_crop"] for item in items]).to(self.device)
             self.model.code_table.encode(self.model.encode, crops, torch.tensor([item["code_idx"] for item in items]))
         self.model.train(was_training)
+
+    def warm_start_encoder(self, max_frames: int = 1024) -> None:
+        """Fit the encoder as a crop autoencoder on the training frames (``encoder_warm_start_steps``).
+
+        One crop per moment (a multi-view moment shares its crop), at most ``max_frames`` of them,
+        evenly spaced.
+        """
+        cfg = self.model.config
+        first_image: Dict[int, int] = {}
+        for image, code in enumerate(self.datamanager.train_dataset.code_idx.tolist()):
+            first_image.setdefault(code, image)
+        images = list(first_image.values())
+        images = [images[int(i)] for i in torch.linspace(0, len(images) - 1, min(max_frames, len(images))).round()]
+        crops = torch.stack([self.datamanager.train_dataset.get_data(i)["encoder_crop"] for i in images])
+        weights = dict(zip(REGIONS, (cfg.face_loss_weight, cfg.mouth_loss_weight, cfg.eye_loss_weight)))
+        steps = cfg.encoder_warm_start_steps
+        with Progress(TextColumn("Encoder warm start"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      TextColumn("{task.fields[loss]}"), console=CONSOLE, transient=True) as progress:
+            task = progress.add_task("", total=steps, loss="")
+            losses = fit_crop_autoencoder(
+                self.model.encoder, cfg.code_dim, crops.to(self.device), steps, weights,
+                noise_std=cfg.encoder_noise_std,
+                progress=lambda step, loss: progress.update(task, completed=step + 1, loss=f"loss {loss:.4f}"))
+        CONSOLE.print(f"Encoder warm start: crop autoencoder on {len(images)} frames, loss {losses[0]:.4f} -> "
+                      f"{losses[-1]:.4f} in {steps} steps")
 
     def load_pipeline(self, loaded_state: Dict[str, Any], step: int) -> None:
         """Load weights, then encode the held-out frames so camera-only renders show their expressions.

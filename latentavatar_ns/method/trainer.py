@@ -95,6 +95,9 @@ class LatentAvatarTrainer(Trainer):
                 except ValueError as err:
                     raise TrainingError(f"--cpu-heap-threshold-mib: {err}") from None
             super().setup(test_mode)
+            pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline  # type: ignore
+            if self._start_step == 0 and pipeline.model.config.encoder_warm_start_steps > 0:  # a new run, not a resume
+                pipeline.warm_start_encoder()  # type: ignore[union-attr, operator]
         except (DatasetError, TrainingError):  # bad data, or no checkpoint to load
             self.remove_run_without_checkpoints()
             raise

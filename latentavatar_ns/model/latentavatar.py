@@ -48,6 +48,11 @@ class LatentAvatarModelConfig(ModelConfig):
     """Person-specific code size (the mapping MLP's output, the generator's style)."""
     encoder_noise_std: float = 0.05
     """Gaussian noise added to the crop in training, so the code ignores pixel noise."""
+    encoder_warm_start_steps: int = 0
+    """Before the first step, fit the encoder for this many steps as half of an autoencoder of the training
+    frames' crops, the mouth and eyes weighted as the region losses weigh them (not in the paper). A
+    random encoder leaves out expressions that cover few pixels; this starts it with codes that tell
+    them apart. 0 starts from random weights, as the paper does."""
     generator_channels: Tuple[int, ...] = (256, 256, 256, 256, 256, 192, 96)
     """Generator block widths at resolutions 4, 8, ...; the last block sets the plane resolution."""
     plane_channels: int = 32
