@@ -11,6 +11,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
+
 def axis_angle_to_matrix(rotvec: Union[np.ndarray, Sequence[float]]) -> np.ndarray:
     """Rodrigues' formula for one (3,) axis-angle vector."""
     rotvec = np.asarray(rotvec, dtype=np.float64)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import time
-from typing import Any, Dict, Optional, Type
+from typing import Any, Dict, List, Optional, Type
 
 import torch
 import torchvision.utils as vutils
@@ -110,10 +110,7 @@ class LatentAvatarPipeline(VanillaPipeline):
         """
         was_training = self.model.training
         self.model.eval()
-        first_image: Dict[int, int] = {}
-        for image, code in enumerate(dataset.code_idx.tolist()):
-            first_image.setdefault(code, image)
-        images = list(first_image.values())
+        images = _first_image_of_each_code(dataset)
         for start in range(0, len(images), batch_size):
             items = [dataset.get_data(i) for i in images[start:start + batch_size]]
             crops = torch.stack([item["encoder_crop"] for item in items]).to(self.device)
@@ -127,10 +124,7 @@ class LatentAvatarPipeline(VanillaPipeline):
         evenly spaced.
         """
         cfg = self.model.config
-        first_image: Dict[int, int] = {}
-        for image, code in enumerate(self.datamanager.train_dataset.code_idx.tolist()):
-            first_image.setdefault(code, image)
-        images = list(first_image.values())
+        images = _first_image_of_each_code(self.datamanager.train_dataset)
         images = [images[int(i)] for i in torch.linspace(0, len(images) - 1, min(max_frames, len(images))).round()]
         crops = torch.stack([self.datamanager.train_dataset.get_data(i)["encoder_crop"] for i in images])
         weights = dict(zip(REGIONS, (cfg.face_loss_weight, cfg.mouth_loss_weight, cfg.eye_loss_weight)))
@@ -167,3 +161,11 @@ class LatentAvatarPipeline(VanillaPipeline):
                 self.model.update_sampler()
         if self.datamanager.eval_dataset is not None and len(self.datamanager.eval_dataset) > 0:
             self.encode_frames(self.datamanager.eval_dataset)  # type: ignore[arg-type]
+
+
+def _first_image_of_each_code(dataset: LatentAvatarDataset) -> List[int]:
+    """The first image of every code (moment) of a dataset: the views of a moment share one crop."""
+    first_image: Dict[int, int] = {}
+    for image, code in enumerate(dataset.code_idx.tolist()):
+        first_image.setdefault(code, image)
+    return list(first_image.values())

@@ -68,7 +68,7 @@ class LatentAvatarModelConfig(ModelConfig):
     code_to_sr: bool = False
     """Also steer the super-resolution head with theta (adaptive instance norm; not in the paper, whose head
     sees only the rendered features; EG3D's takes its latent this way). Blinks and gaze cover one or two
-    low-res pixels, too few for the generator to draw; this lets the code act at the output resolution."""
+    low-res pixels; this lets the code act at the output resolution, where they cover more."""
     field_hidden_dim: int = 128
     """Hidden width of the density and feature MLPs."""
     feature_dim: int = 32
