@@ -124,9 +124,10 @@ class LatentAvatarPipeline(VanillaPipeline):
         evenly spaced.
         """
         cfg = self.model.config
-        images = _first_image_of_each_code(self.datamanager.train_dataset)
+        dataset: LatentAvatarDataset = self.datamanager.train_dataset  # type: ignore[assignment]
+        images = _first_image_of_each_code(dataset)
         images = [images[int(i)] for i in torch.linspace(0, len(images) - 1, min(max_frames, len(images))).round()]
-        crops = torch.stack([self.datamanager.train_dataset.get_data(i)["encoder_crop"] for i in images])
+        crops = torch.stack([dataset.get_data(i)["encoder_crop"] for i in images])
         weights = dict(zip(REGIONS, (cfg.face_loss_weight, cfg.mouth_loss_weight, cfg.eye_loss_weight)))
         steps = cfg.encoder_warm_start_steps
         with Progress(TextColumn("Encoder warm start"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

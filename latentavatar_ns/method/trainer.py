@@ -11,7 +11,7 @@ import functools
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Type
+from typing import Any, Dict, Optional, Type
 
 import torch
 from nerfstudio.engine.trainer import TRAIN_INTERATION_OUTPUT, Trainer, TrainerConfig
@@ -95,9 +95,9 @@ class LatentAvatarTrainer(Trainer):
                 except ValueError as err:
                     raise TrainingError(f"--cpu-heap-threshold-mib: {err}") from None
             super().setup(test_mode)
-            pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline  # type: ignore
+            pipeline: Any = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
             if self._start_step == 0 and pipeline.model.config.encoder_warm_start_steps > 0:  # a new run, not a resume
-                pipeline.warm_start_encoder()  # type: ignore[union-attr, operator]
+                pipeline.warm_start_encoder()
         except (DatasetError, TrainingError):  # bad data, or no checkpoint to load
             self.remove_run_without_checkpoints()
             raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 import torch.nn.functional as F
@@ -37,20 +37,21 @@ class SuperResolution(nn.Module):
         self.inc = DoubleConv(in_channels, width)
         self.down = DoubleConv(width, width * 2)
         self.up_skip = DoubleConv(width * 2 + width, width)
-        ups, c = [], width
+        ups, c, widths = [], width, [width, width * 2, width]
         for _ in range(int(math.log2(scale))):
             ups.append(DoubleConv(c, max(c // 2, 16)))
             c = max(c // 2, 16)
+            widths.append(c)
         self.ups = nn.ModuleList(ups)
         self.out = nn.Conv2d(c, 3, 1)
         self.scale = scale
-        self.style = None
+        self.style: Optional[nn.ModuleList] = None
         if style_dim > 0:  # per block: (scale, shift) of each of its two norms
-            blocks = [self.inc, self.down, self.up_skip, *self.ups]
-            self.style = nn.ModuleList(nn.Linear(style_dim, 4 * block[1].num_features) for block in blocks)
-            for linear in self.style:
+            linears = [nn.Linear(style_dim, 4 * width) for width in widths]
+            for linear in linears:
                 nn.init.zeros_(linear.weight)
                 nn.init.zeros_(linear.bias)
+            self.style = nn.ModuleList(linears)
 
     def forward(self, features: Float[Tensor, "B C h w"],
                 style: Optional[Float[Tensor, "B S"]] = None) -> Float[Tensor, "B 3 H W"]:
@@ -63,11 +64,12 @@ class SuperResolution(nn.Module):
         up2 = F.interpolate(x2, size=x1.shape[-2:], mode="bilinear", align_corners=False)
         x = self._block(self.up_skip, torch.cat([up2, x1], 1), mods, style)
         for up in self.ups:
-            x = self._block(up, F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False), mods, style)
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            x = self._block(cast(nn.Sequential, up), x, mods, style)
         return torch.sigmoid(self.out(x))
 
     @staticmethod
-    def _block(block: DoubleConv, x: Tensor, mods, style: Optional[Tensor]) -> Tensor:
+    def _block(block: nn.Sequential, x: Tensor, mods, style: Optional[Tensor]) -> Tensor:
         if mods is None or style is None:
             return block(x)
         gains = next(mods)(style)[:, :, None, None].chunk(4, dim=1)  # scale, shift of norm 1, then of norm 2
