@@ -71,6 +71,7 @@ VARIANTS: Dict[str, List[str]] = {
     "code_to_field": ["--pipeline.model.code-to-field", "True"],
     "code_to_sr": ["--pipeline.model.code-to-sr", "True"],
     "warm_start": ["--pipeline.model.encoder-warm-start-steps", "300"],
+    "region_lpips": ["--pipeline.model.region-lpips-weight", "0.5"],
     "eyes4": ["--pipeline.model.eye-loss-weight", "4"],
     "lpips_alex": ["--pipeline.model.lpips-loss-weight", "0.1", "--pipeline.model.lpips-loss-net", "alex"],
     "sr2": ["--pipeline.model.sr-scale", "2"],

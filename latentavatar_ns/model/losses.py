@@ -73,3 +73,17 @@ def region_losses(outputs: Dict[str, Tensor], batch: Dict, image: Tensor, image_
         losses[f"{name}_loss"] = weight * (masked_l1(outputs["rgb"], image, mask)
                                            + masked_l1(outputs["rgb_low"], image_low, mask_low))
     return losses
+
+
+def region_crops(image: Float[Tensor, "B H W 3"], boxes: Float[Tensor, "B R 4"], region: int,
+                 size: Tuple[int, int]) -> Float[Tensor, "B 3 h w"]:
+    """Each image's box of one region (fractions of the frame) cut out and resized to ``size`` (h, w),
+    bilinearly and differentiably (``roi_align``)."""
+    from torchvision.ops import roi_align
+
+    height, width = image.shape[1:3]
+    scale = torch.tensor([width, height, width, height], device=image.device, dtype=image.dtype)
+    pixels = boxes[:, region].to(image.dtype) * scale
+    rois = torch.cat([torch.arange(len(pixels), device=image.device, dtype=image.dtype)[:, None], pixels], dim=1)
+    return roi_align(image.permute(0, 3, 1, 2), rois, output_size=size, spatial_scale=1.0, sampling_ratio=2,
+                     aligned=True)
