@@ -59,6 +59,36 @@ def test_region_losses_weigh_only_their_regions(synthetic_dataset: Path, tmp_pat
     assert losses_with({"face": 0.0, "mouth": 0.0, "eyes": 0.0}) == {}
 
 
+def test_region_crops_cut_the_box_and_region_lpips_sees_only_its_regions(synthetic_dataset: Path, tmp_path: Path):
+    from latentavatar_ns.model.losses import region_crops
+
+    image = torch.zeros(1, 16, 32, 3)
+    image[0, 4:8, 8:24] = 1.0
+    boxes = torch.zeros(1, len(REGIONS), 4)
+    boxes[0, REGIONS.index("eyes")] = torch.tensor([8 / 32, 4 / 16, 24 / 32, 8 / 16])
+    crop = region_crops(image.requires_grad_(), boxes, REGIONS.index("eyes"), (4, 16))
+    assert crop.shape == (1, 3, 4, 16) and crop[..., 1:3, 1:15].min() == 1.0  # inside the box: all of it
+    crop.sum().backward()
+    # Bilinear sampling reaches one pixel past the box's edge, no farther.
+    assert image.grad[0, :3].abs().sum() == 0 and image.grad[0, 9:].abs().sum() == 0
+    assert image.grad[0, 4:8, 8:24].abs().sum() > 0
+
+    trainer = tiny_trainer(synthetic_dataset, tmp_path, region_lpips_weight=0.5)
+    model = trainer.pipeline.model
+    cameras, batch = trainer.pipeline.datamanager.next_train(0)
+    outputs = model(cameras, batch)
+    loss = model.get_loss_dict(outputs, batch)["region_lpips_loss"]
+    assert loss > 0
+    # Changing the frame away from the mouth and eye boxes leaves the term as it was.
+    target, _, _ = model._targets(outputs, batch)
+    boxes = batch["region_boxes"].float()
+    inside = box_masks(boxes[:, REGIONS.index("mouth")], *target.shape[1:3]) + \
+        box_masks(boxes[:, REGIONS.index("eyes")], *target.shape[1:3])
+    near = torch.nn.functional.max_pool2d(inside.permute(0, 3, 1, 2), 5, 1, 2).permute(0, 2, 3, 1).clamp(max=1)
+    changed = {**batch, "image": target * near + (1 - near) * 0.5}
+    assert torch.allclose(model.get_loss_dict(outputs, changed)["region_lpips_loss"], loss, atol=1e-4)
+
+
 def test_code_to_field_starts_as_the_paper_generator_and_shifts_every_texel():
     torch.manual_seed(0)
     paper = TriplaneGenerator(16, (16, 16, 8), plane_channels=4)
