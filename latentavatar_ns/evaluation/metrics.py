@@ -16,8 +16,8 @@ from latentavatar_ns.data.regions import square_corners
 def face_box(affine: np.ndarray, width: int, height: int) -> Tuple[int, int, int, int]:
     """(x0, y0, x1, y1) pixel bounds of the encoder's face square in the image, clipped to it."""
     pixels = square_corners(affine)
-    x0, y0 = np.floor(pixels.min(0)).astype(int)
-    x1, y1 = np.ceil(pixels.max(0)).astype(int)
+    x0, y0 = (int(v) for v in np.floor(pixels.min(0)))
+    x1, y1 = (int(v) for v in np.ceil(pixels.max(0)))
     return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
 
 
