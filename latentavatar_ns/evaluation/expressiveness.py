@@ -148,10 +148,11 @@ def code_spread(pipeline, indices: Sequence[int]) -> Dict[str, float]:
     code_rms, pose_rms = [], []
     for i, j in zip(indices[:-1], indices[1:]):
         cam_i, cam_j = (dataset.cameras[k : k + 1].to(model.device) for k in (int(i), int(j)))
-        code_i, code_j = codes[int(i)], codes[int(j)]
-        base = model.render_code(code_i, cam_i)["rgb"]
-        code_rms.append(float((base - model.render_code(code_j, cam_i)["rgb"]).pow(2).mean().sqrt()))
-        pose_rms.append(float((base - model.render_code(code_i, cam_j)["rgb"]).pow(2).mean().sqrt()))
+        theta_i, theta_j = model.mapping(codes[int(i)]), model.mapping(codes[int(j)])
+        planes_i, planes_j = model.planes_from_theta(theta_i), model.planes_from_theta(theta_j)
+        base = model.render(planes_i, cam_i, theta=theta_i)["rgb"]
+        code_rms.append(float((base - model.render(planes_j, cam_i, theta=theta_j)["rgb"]).pow(2).mean().sqrt()))
+        pose_rms.append(float((base - model.render(planes_i, cam_j, theta=theta_i)["rgb"]).pow(2).mean().sqrt()))
     return {"code_change_rms": float(np.mean(code_rms)), "pose_change_rms": float(np.mean(pose_rms)),
             "code_over_pose": float(np.mean(code_rms) / max(float(np.mean(pose_rms)), 1e-8)), "pairs": len(code_rms)}
 
