@@ -78,6 +78,11 @@ VARIANTS: Dict[str, List[str]] = {
     # Patch-wise training: a 32^2 window of the low-res grid per step (with sr2, as many rays as the default).
     "patch32": ["--pipeline.model.train-patch-size", "32"],
     "pose_refinement": ["--pipeline.model.pose-refinement", "True"],
+    # Learning rates per part: the encoder (and its mapping) three times faster, so that codes separate
+    # expressions before the static planes settle on an average; or the static planes at the networks'
+    # rate instead of ten times it, so that the code-driven generator has to carry more of the detail.
+    "encoder_lr3x": ["--optimizers.encoder.optimizer.lr", "3e-3"],
+    "static_lr1x": ["--optimizers.static-planes.optimizer.lr", "1e-3"],
     "static_planes": ["--pipeline.model.static-planes", "True"],
     # One more generator block: 128^2 planes instead of latentavatar-tiny's 64^2.
     "planes128": ["--pipeline.model.generator-channels", "64", "64", "64", "64", "32", "32"],
