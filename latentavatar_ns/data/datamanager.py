@@ -2,6 +2,9 @@
 
 In a multi-view capture a batch is made of moments: an image, then ``views_per_moment - 1``
 other views of the same moment, all sharing the moment's code.
+
+In a run of several processes each rank draws its own share of every epoch: the epoch's
+permutation is the same on all ranks, and rank r takes every world-size-th frame from r.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from rich.progress import track
 
 from latentavatar_ns.data.dataparser import LatentAvatarDataParserConfig
 from latentavatar_ns.data.dataset import LatentAvatarDataset
+from latentavatar_ns.utils.distributed import rank, world_size
 
 
 @dataclass
@@ -64,6 +68,19 @@ class LatentAvatarDataManager(FullImageDatamanager[LatentAvatarDataset]):
         if split == "train":
             self.train_cameras = self.train_dataset.cameras.to(device)
         return items
+
+    def sample_train_cameras(self) -> List[int]:
+        """The next epoch's training images in a random order (with several processes, this rank's share)."""
+        world = world_size()
+        if world == 1:
+            return super().sample_train_cameras()
+        # Seeded by the epoch, not drawn from a shared generator: ranks finish their shares at different
+        # steps when other views of a moment come along, and must still cut the same permutation.
+        self._epoch = getattr(self, "_epoch", -1) + 1
+        order = list(range(len(self.train_dataset)))
+        random.Random(f"{self.config.train_cameras_sampling_seed}:{self._epoch}").shuffle(order)
+        share = order[rank()::world]
+        return share or order[: 1 + rank() % len(order)][-1:]  # fewer frames than ranks: one frame each
 
     @cached_property
     def _train_stack(self) -> Dict[str, torch.Tensor]:

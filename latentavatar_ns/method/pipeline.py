@@ -2,6 +2,9 @@
 
 The expression code comes from the image, so held-out frames are encoded from their own face
 crops; nerfstudio's stock pipeline would pass the camera alone.
+
+In a run of several processes the model is wrapped in DDP (on the CPU too), without broadcasting
+buffers: each rank stores the codes of its own frames, and shares them after every step.
 """
 
 from __future__ import annotations
@@ -9,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import time
-from typing import Any, Dict, List, Optional, Type
+from typing import Any, Dict, List, Literal, Optional, Type
 
 import torch
 import torchvision.utils as vutils
+from torch.nn.parallel import DistributedDataParallel as DDP
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn, track
@@ -22,6 +27,7 @@ from latentavatar_ns.data.dataset import LatentAvatarDataset
 from latentavatar_ns.data.regions import REGIONS
 from latentavatar_ns.model.latentavatar import LatentAvatarModel, LatentAvatarModelConfig
 from latentavatar_ns.model.warm_start import fit_crop_autoencoder
+from latentavatar_ns.utils.distributed import broadcast_state, check_ranks_agree, fingerprint, share_rows, world_size
 from latentavatar_ns.utils.ffmpeg import ensure_ffmpeg_on_path
 from latentavatar_ns.method.viewer_panel import ExpressionPanel
 
@@ -40,9 +46,17 @@ class LatentAvatarPipeline(VanillaPipeline):
     config: LatentAvatarPipelineConfig
     _model: LatentAvatarModel
 
-    def __init__(self, config: LatentAvatarPipelineConfig, *args, **kwargs):
+    def __init__(self, config: LatentAvatarPipelineConfig, device: str,
+                 test_mode: Literal["test", "val", "inference"] = "val", world_size: int = 1, local_rank: int = 0,
+                 grad_scaler: Optional[torch.cuda.amp.GradScaler] = None):
         config.datamanager.encoder_crop_size = config.model.encoder_crop_size  # the datasets cut what the encoder sees
-        super().__init__(config, *args, **kwargs)
+        # world_size 1: nerfstudio's DDP wrapper passes CUDA device ids, which a CPU model refuses.
+        super().__init__(config, device, test_mode, world_size=1, local_rank=local_rank, grad_scaler=grad_scaler)
+        self.world_size = world_size
+        if world_size > 1:
+            check_ranks_agree("dataset", self.dataset_fingerprint())
+            self._model = DDP(self._model, device_ids=[local_rank] if self.model.device.type == "cuda" else None,
+                              broadcast_buffers=False, find_unused_parameters=True)  # type: ignore[assignment]
         # Time is the expression: a camera path's per-keyframe time picks a training frame, so the
         # viewer's render panel offers time on its keyframes (nerfstudio shows it only for "timed" data).
         self.datamanager.includes_time = True
@@ -54,8 +68,29 @@ class LatentAvatarPipeline(VanillaPipeline):
     def get_train_loss_dict(self, step: int):
         cameras, batch = self.datamanager.next_train(step)
         outputs = self._model(cameras, batch)
+        share_rows(self.model.frame_codes, batch["code_idx"])
         metrics = self.model.get_metrics_dict(outputs, batch)
         return outputs, self.model.get_loss_dict(outputs, batch, metrics), metrics
+
+    def get_training_callbacks(self, attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        """The datamanager's and model's callbacks; with several processes, the sampler's state (updated
+        from randomly drawn codes and points on each rank) then goes from rank 0 to all."""
+        callbacks = super().get_training_callbacks(attributes)
+        every = self.model.renderer.sampler.update_every
+        if world_size() > 1 and every > 0:
+            callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
+                                              lambda step: broadcast_state(self.model.renderer.sampler),
+                                              update_every_num_iters=every))
+        return callbacks
+
+    def dataset_fingerprint(self) -> str:
+        """What every rank's training data must agree on: frame names, cameras and codes (not where it lies)."""
+        dataset: LatentAvatarDataset = self.datamanager.train_dataset  # type: ignore[assignment]
+        names = [Path(name).name for name in dataset._dataparser_outputs.image_filenames]
+        cameras = dataset.cameras
+        return fingerprint(names,
+                           (cameras.camera_to_worlds * 1e4).round(), (cameras.fx * 1e2).round(),
+                           cameras.width, cameras.height, dataset.code_idx)
 
     def get_eval_loss_dict(self, step: int):
         self.eval()
@@ -147,15 +182,17 @@ class LatentAvatarPipeline(VanillaPipeline):
         network, occupancy grid) is kept from this config, and a fresh occupancy grid is filled
         from the stored codes.
         """
+        loaded_state = {key.replace("_model.module.", "_model.", 1): value for key, value in loaded_state.items()}
+        own_state = {f"_model.{key}": value for key, value in self.model.state_dict().items()}
         sampler_prefix = "_model.renderer.sampler."
-        own = {k for k in self.state_dict() if k.startswith(sampler_prefix)}
-        theirs = {k for k in loaded_state if k.replace("module.", "", 1).startswith(sampler_prefix)}
-        switched = own != {k.replace("module.", "", 1) for k in theirs}
+        own = {k for k in own_state if k.startswith(sampler_prefix)}
+        theirs = {k for k in loaded_state if k.startswith(sampler_prefix)}
+        switched = own != theirs
         if switched:
             CONSOLE.print(f"Checkpoint was trained with another sampler than '{self.model.config.sampler}': "
                           "its sampler state is not loaded.", style="bold yellow")
             loaded_state = {k: v for k, v in loaded_state.items() if k not in theirs}
-            loaded_state.update({k: v for k, v in self.state_dict().items() if k in own})
+            loaded_state.update({k: v for k, v in own_state.items() if k in own})
         super().load_pipeline(loaded_state, step)
         if switched:
             for _ in range(self.model.renderer.sampler.refill_passes):

@@ -18,8 +18,10 @@ from nerfstudio.engine.trainer import TRAIN_INTERATION_OUTPUT, Trainer, TrainerC
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from latentavatar_ns.data.format import DatasetError
+from latentavatar_ns.method.launch import DistributedConfig, check_machine_flags, use_project_launcher
 from latentavatar_ns.utils.checkpoints import NonFiniteGuard, TrainingError, checkpoints_in, load_newest, prune
 from latentavatar_ns.utils.cpu_memory import keep_freed_memory
+from latentavatar_ns.utils.distributed import all_true, broadcast_state, check_ranks_agree, rank
 from latentavatar_ns.utils.io import atomic_write
 
 CKPT_SUFFIX = ".ckpt"
@@ -45,6 +47,8 @@ class LatentAvatarTrainerConfig(TrainerConfig):
     reuse, instead of mapping and unmapping each large tensor every step (see ``utils/cpu_memory.py``): steps and
     renders at the paper's size get faster for somewhat more peak memory (README, "Speed and memory").
     0 leaves glibc's defaults. Process-wide; Linux with glibc only."""
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    """Time limits of a run in several processes (``--machine.num-devices``, ``--machine.num-machines``)."""
 
     def find_resume_dir(self) -> Path:
         """The checkpoint folder of this experiment's run with the newest checkpoint."""
@@ -60,7 +64,9 @@ class LatentAvatarTrainerConfig(TrainerConfig):
         return max(newest)[1]
 
     def save_config(self) -> None:
-        """Resolve --resume and refuse to reuse a run folder with checkpoints, before anything is written."""
+        """Check the machine flags, resolve --resume and refuse to reuse a run folder with checkpoints, before
+        anything is written; a run of several processes is then started by this project's launcher."""
+        check_machine_flags(self.machine, self.distributed.connect_timeout_s)
         if self.resume and self.load_dir is None and self.load_checkpoint is None:
             self.load_dir = self.find_resume_dir()
             CONSOLE.print(f"Resuming from {self.load_dir}")
@@ -75,6 +81,8 @@ class LatentAvatarTrainerConfig(TrainerConfig):
             raise TrainingError(f"{self.get_base_dir()} already holds checkpoints; pass --load-dir {ckpt_dir} to "
                                 "continue that run, --overwrite True to train into it anyway, or another --timestamp")
         super().save_config()
+        if self.machine.num_devices * self.machine.num_machines > 1:
+            use_project_launcher()
 
 
 class LatentAvatarTrainer(Trainer):
@@ -83,6 +91,8 @@ class LatentAvatarTrainer(Trainer):
     config: LatentAvatarTrainerConfig
 
     def __init__(self, config: LatentAvatarTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
+        if rank() != 0 and config.is_viewer_enabled():  # one viewer per run, not one per machine
+            config.vis = "tensorboard"
         super().__init__(config, local_rank, world_size)
         self.nonfinite = NonFiniteGuard(config.max_nonfinite_steps)
         self.last_good_step: Optional[int] = None
@@ -96,8 +106,10 @@ class LatentAvatarTrainer(Trainer):
                     raise TrainingError(f"--cpu-heap-threshold-mib: {err}") from None
             super().setup(test_mode)
             pipeline: Any = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+            check_ranks_agree("checkpoint step", str(self._start_step))
             if self._start_step == 0 and pipeline.model.config.encoder_warm_start_steps > 0:  # a new run, not a resume
                 pipeline.warm_start_encoder()
+                broadcast_state(pipeline.model)  # each rank fitted its own; all continue from rank 0's
         except (DatasetError, TrainingError):  # bad data, or no checkpoint to load
             self.remove_run_without_checkpoints()
             raise
@@ -113,7 +125,7 @@ class LatentAvatarTrainer(Trainer):
     def remove_run_without_checkpoints(self) -> None:
         """Delete this run's folder (config.yml, logs) when training stopped on bad data before any checkpoint."""
         base = self.base_dir
-        if self.local_rank != 0 or not base.is_dir() or checkpoints_in(self.checkpoint_dir, CKPT_SUFFIX):
+        if rank() != 0 or not base.is_dir() or checkpoints_in(self.checkpoint_dir, CKPT_SUFFIX):
             return
         shutil.rmtree(base)
         for parent in base.parents:  # the experiment and method folders, if this run was all they held
@@ -125,10 +137,14 @@ class LatentAvatarTrainer(Trainer):
     # Checkpoints
 
     def checkpoint_state(self, step: int) -> Dict:
+        """Everything to resume from; the model's keys without DDP's ``module.``, so that a run saved by
+        several processes resumes in one and the other way round."""
         pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline  # type: ignore
+        state = {key.replace("_model.module.", "_model.", 1): value
+                 for key, value in pipeline.state_dict().items()}  # type: ignore[union-attr]
         return {
             "step": step,
-            "pipeline": pipeline.state_dict(),  # type: ignore[union-attr]
+            "pipeline": state,
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.optimizers.items()},
             "schedulers": {k: v.state_dict() for k, v in self.optimizers.schedulers.items()},
             "scalers": self.grad_scaler.state_dict(),
@@ -136,7 +152,7 @@ class LatentAvatarTrainer(Trainer):
 
     def save_checkpoint(self, step: int) -> None:
         """Write ``step-XXXXXXXXX.ckpt`` atomically (temporary beside the folder), keep the newest few."""
-        if self.local_rank != 0:
+        if rank() != 0:
             return
         path = self.checkpoint_dir / f"step-{step:09d}{CKPT_SUFFIX}"
         with atomic_write(path, tmp_dir=self.checkpoint_dir.parent) as tmp:
@@ -170,6 +186,11 @@ class LatentAvatarTrainer(Trainer):
         self.last_good_step = state["step"]
         CONSOLE.print(f"Resuming at step {self._start_step} from {path}")
 
+    def eval_iteration(self, step: int) -> None:
+        """nerfstudio's evaluation, on rank 0 only: the others go on to the next step and wait for it there."""
+        if rank() == 0:
+            super().eval_iteration(step)
+
     # ------------------------------------------------------------------------------------------
     # One step
 
@@ -185,7 +206,7 @@ class LatentAvatarTrainer(Trainer):
         with torch.autocast(device_type=device_type, enabled=self.mixed_precision):
             _, loss_dict, metrics_dict = self.pipeline.get_train_loss_dict(step=step)
             loss = functools.reduce(torch.add, loss_dict.values())
-        ok = bool(torch.isfinite(loss).all())
+        ok = all_true(bool(torch.isfinite(loss).all()), loss.device)  # every rank skips, or none does
         if ok:
             self.grad_scaler.scale(loss).backward()  # type: ignore[union-attr]
             # With a grad scaler, inf gradients are expected now and then: the scaler skips those itself.
