@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -15,7 +16,10 @@ from clitools import BIN, free_port, run_cli
 from distributed_runs import run
 from trainers import tiny_trainer_config
 
-from latentavatar_ns.method.launch import config_fingerprint
+from nerfstudio.configs.base_config import MachineConfig
+
+from latentavatar_ns.method.launch import check_machine_flags, config_fingerprint
+from latentavatar_ns.utils.checkpoints import TrainingError
 from latentavatar_ns.synthetic import make_dataset
 
 pytestmark = pytest.mark.slow
@@ -152,23 +156,27 @@ def test_a_killed_rank_ends_the_run_with_one_error(synthetic_dataset: Path, tmp_
     assert stderr.strip().splitlines()[-1].startswith("error: rank 1 was killed by SIGKILL")
 
 
-def test_bad_machine_flags_give_one_line_before_anything_is_written(synthetic_dataset: Path, tmp_path: Path) -> None:
-    cases = {
-        ("--machine.num-devices", "0"): "--machine.num-devices 0",
-        ("--machine.device-type", "cuda", "--machine.num-devices", "99"): "CUDA GPU(s)",
-        ("--machine.num-devices", "1", "--machine.num-machines", "2", "--machine.machine-rank", "1",
-         "--machine.dist-url", f"tcp://127.0.0.1:{free_port()}", "--distributed.connect-timeout-s", "2"):
-            "not reachable within 2 s",
-        ("--machine.num-devices", "1", "--machine.num-machines", "2", "--machine.dist-url", "auto"):
-            "auto works on one machine only",
-    }
-    for flags, message in cases.items():
+def test_bad_machine_flags_are_refused_before_anything_is_written(synthetic_dataset: Path, tmp_path: Path) -> None:
+    cases = [
+        (MachineConfig(device_type="cpu", num_devices=0), "--machine.num-devices 0"),
+        (MachineConfig(device_type="cuda", num_devices=99), "CUDA GPU(s)"),
+        (MachineConfig(device_type="cpu", num_devices=1, num_machines=2, machine_rank=1,
+                       dist_url=f"tcp://127.0.0.1:{free_port()}"), "not reachable within 2 s"),
+        (MachineConfig(device_type="cpu", num_devices=1, num_machines=2, dist_url="auto"), "one machine only"),
+        (MachineConfig(device_type="cpu", num_devices=2, dist_url="tcp://192.0.2.1:29500"), "cannot listen there"),
+        (MachineConfig(device_type="cpu", num_devices=2, dist_url="http://127.0.0.1:29500"), "expected tcp://"),
+    ]
+    for machine, message in cases:
         start = time.monotonic()
-        result = run_cli(_train_args(synthetic_dataset, tmp_path, *flags), timeout=120)
-        lines = result.stderr.strip().splitlines()
-        assert result.returncode != 0 and lines[-1].startswith("error:") and message in lines[-1], result.stderr[-2000:]
-        assert time.monotonic() - start < 60
-        assert not (tmp_path / "d").exists()
+        with pytest.raises(TrainingError, match=re.escape(message)):
+            check_machine_flags(machine, connect_timeout_s=2)
+        assert time.monotonic() - start < 30
+
+    # Through the real command: one line, and no run folder.
+    result = run_cli(_train_args(synthetic_dataset, tmp_path, "--machine.num-devices", "0"), timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and lines[-1].startswith("error: --machine.num-devices 0"), result.stderr[-2000:]
+    assert not (tmp_path / "d").exists()
 
 
 def test_machines_that_disagree_on_the_dataset_stop_with_one_line(synthetic_dataset: Path, tmp_path: Path) -> None:
