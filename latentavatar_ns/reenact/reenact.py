@@ -7,6 +7,11 @@ For every driving frame: face crop -> Y-network shared encoder -> mapping -> the
 own encoder and mapping instead (self-reenactment on its held-out frames by default; with
 ``--driving`` another person, the no-Y-network baseline).
 
+``--via blendshapes`` drives through the frames' ARKit blendshapes instead (stored by
+ns-latentavatar-process) and the avatar's blendshape mapping (``ns-latentavatar-blendshapes fit``): no
+Y-network. ``--driving-blendshapes take.csv`` reads them, with the head's rotation, from a Live Link
+Face recording.
+
 Head pose: ``follow`` (default) moves the avatar's head as the driver moves: each frame's rotation
 and translation relative to the driver's mean (over its train frames), applied to the avatar's
 mean pose, with the driver's head size normalised to the avatar's. The camera is the avatar's
@@ -57,6 +62,13 @@ class ReenactConfig:
     """The driver's dataset folder (made from a video by ns-latentavatar-process); with --self: the avatar's own."""
     self_reenact: Annotated[bool, tyro.conf.arg(name="self")] = False
     """Drive through the avatar's own encoder and mapping, no Y-network (self-reenactment)."""
+    via: Literal["image", "blendshapes"] = "image"
+    """image: each driving frame's face crop (through --ynet, or the avatar's encoder with --self); blendshapes:
+    each frame's stored ARKit blendshapes through the avatar's blendshape mapping (no Y-network needed)."""
+    driving_blendshapes: Optional[Path] = None
+    """A Live Link Face CSV (blendshapes and head rotation per frame) to drive with, through the blendshape mapping."""
+    mapping: Optional[Path] = None
+    """The avatar's blendshape mapping (default: blendshape_mapping.pt beside --load-config)."""
     split: Optional[Literal["train", "eval", "all"]] = None
     """Driving frames: train, eval or all (train then eval). Default: all, or eval (held-out frames) with --self
     on the avatar's own dataset."""
@@ -129,6 +141,34 @@ def follow_poses(driver: HeadPoses, driver_mean: Tuple, avatar_mean: Tuple) -> H
                      driver.scales * ratio)
 
 
+def head_rotations(yaw_pitch_roll: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) rotations in the camera's frame (OpenCV: x right, y down, z forward) from yaw (about the
+    vertical axis), pitch (about the horizontal axis) and roll (about the viewing axis) in radians, as a
+    recording of head rotation gives them; roll is applied first, then pitch, then yaw."""
+    out = []
+    for yaw, pitch, roll in np.asarray(yaw_pitch_roll, dtype=np.float64):
+        cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
+        r_yaw = np.array([[cy, 0, -sy], [0, 1, 0], [sy, 0, cy]])
+        r_pitch = np.array([[1, 0, 0], [0, cp, sp], [0, -sp, cp]])
+        r_roll = np.array([[cr, sr, 0], [-sr, cr, 0], [0, 0, 1]])
+        out.append(r_yaw @ r_pitch @ r_roll)
+    return np.stack(out) if out else np.zeros((0, 3, 3))
+
+
+def blendshape_panel(weights: np.ndarray, height: int) -> np.ndarray:
+    """(H, H/2, 3) bars of the scored blendshapes (jaw, smile, blinks, brows), for --side-by-side without images."""
+    from latentavatar_ns.blendshapes.names import SCORED, index
+
+    width = max(height // 2, 8)
+    panel = np.full((height, width, 3), 0.15, dtype=np.float32)
+    rows = len(SCORED)
+    for row, names in enumerate(SCORED.values()):
+        value = float(np.mean([weights[index(name)] for name in names]))
+        y0, y1 = int(height * (row + 0.25) / rows), int(height * (row + 0.75) / rows)
+        panel[y0:y1, 1:1 + int((width - 2) * np.clip(value, 0, 1))] = (0.95, 0.75, 0.2)
+    return panel
+
+
 def project_rotations(matrices: np.ndarray) -> np.ndarray:
     """Nearest rotation matrices (SVD) to (N, 3, 3) matrices."""
     u, _, vt = np.linalg.svd(matrices)
@@ -182,9 +222,17 @@ class Driver:
     poses: HeadPoses
     mean: Tuple[np.ndarray, np.ndarray, float]
     """The driver's mean head pose over its train frames."""
+    blendshapes: Optional[np.ndarray] = None
+    """(N, 52) ARKit blendshapes stored with the frames, when every frame has them."""
 
     def __len__(self) -> int:
         return len(self.poses)
+
+    def require_blendshapes(self, data: Path) -> np.ndarray:
+        if self.blendshapes is None:
+            raise ReenactError(f"{data}: its frames have no blendshapes; fill them in with "
+                               f"ns-latentavatar-blendshapes fill --data {data}")
+        return self.blendshapes
 
     def _locate(self, index: int) -> Tuple["LatentAvatarDataset", int]:
         for dataset in self.datasets:
@@ -209,8 +257,11 @@ def load_driver(parser: "LatentAvatarDataParser", split: Literal["train", "eval"
     datasets = open_splits(parser, split, crop_size)
     names: List[Literal["train", "eval"]] = ["train", "eval"] if split == "all" else [split]
     params = [p for name in names for p in parser.parse_split(name).params]
+    shapes = [p.extra.get("blendshapes") for p in params]
+    blendshapes = np.stack([np.asarray(b, dtype=np.float64).reshape(-1) for b in shapes]) \
+        if all(b is not None for b in shapes) else None
     return Driver(datasets, load_crops(datasets, crop_size), HeadPoses.from_params(params),
-                  HeadPoses.from_params(parser.parse_split("train").params).mean())
+                  HeadPoses.from_params(parser.parse_split("train").params).mean(), blendshapes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -262,6 +313,22 @@ class Reenactor:
         with torch.no_grad():
             return torch.cat([ynet.theta(to_float(crops[s:s + batch_size]).to(self.device))
                               for s in range(0, len(crops), batch_size)])
+
+    def blendshape_thetas(self, mapping, weights: np.ndarray) -> "torch.Tensor":
+        """ARKit blendshapes (N, 52) -> the avatar's code (blendshape mapping) -> its theta (the avatar's mapping)."""
+        import torch
+
+        with torch.no_grad():
+            codes = mapping(torch.as_tensor(weights, dtype=torch.float32))
+            return self.avatar.mapping(codes.to(next(self.avatar.mapping.parameters()).device))
+
+    def recorded_cameras(self, yaw_pitch_roll: np.ndarray, smooth: int = 1) -> "Cameras":
+        """The avatar's mean pose turned by a recording's head rotation, relative to the recording's mean."""
+        rotations = head_rotations(yaw_pitch_roll - yaw_pitch_roll.mean(axis=0))
+        r_ava, t_ava, s_ava = self.avatar_mean()
+        n = len(rotations)
+        poses = HeadPoses(rotations @ r_ava, np.repeat(t_ava[None], n, 0), np.full(n, s_ava))
+        return pose_cameras(self.camera(), poses.smoothed(smooth))
 
     def follow_cameras(self, driver: Driver, smooth: int = 1) -> "Cameras":
         poses = follow_poses(driver.poses, driver.mean, self.avatar_mean())
@@ -319,13 +386,25 @@ def reenact(cfg: ReenactConfig) -> Tuple[Path, int]:
     frames_dir = Path(cfg.frames_dir) if cfg.frames_dir is not None else None
     if frames_dir is not None and frames_dir.exists() and any(frames_dir.iterdir()) and not cfg.overwrite:
         raise ReenactError(f"{frames_dir} already holds files; pass --overwrite to replace them")
-    if cfg.self_reenact and cfg.ynet is not None:
-        raise ReenactError("pass either --ynet (cross-identity) or --self (the avatar's own encoder), not both")
-    if not cfg.self_reenact and cfg.ynet is None:
-        raise ReenactError("--ynet is required (a Y-network from ns-latentavatar-ynet), or pass --self")
+    by_blendshapes = cfg.via == "blendshapes" or cfg.driving_blendshapes is not None
+    if cfg.driving_blendshapes is not None:
+        check_file(cfg.driving_blendshapes, "blendshape CSV")
+        if cfg.driving is not None or cfg.self_reenact or cfg.ynet is not None:
+            raise ReenactError("--driving-blendshapes drives on its own: drop --driving, --self and --ynet")
+    elif by_blendshapes:
+        if cfg.ynet is not None:
+            raise ReenactError("--via blendshapes needs no Y-network: drop --ynet")
+        if cfg.driving is None and not cfg.self_reenact:
+            raise ReenactError("--via blendshapes drives with --driving DIR (a dataset with blendshapes) or --self")
+    if not by_blendshapes:
+        if cfg.self_reenact and cfg.ynet is not None:
+            raise ReenactError("pass either --ynet (cross-identity) or --self (the avatar's own encoder), not both")
+        if not cfg.self_reenact and cfg.ynet is None:
+            raise ReenactError("--ynet is required (a Y-network from ns-latentavatar-ynet), or pass --self, "
+                               "--via blendshapes or --driving-blendshapes")
     if cfg.ynet is not None and not Path(cfg.ynet).exists():
         raise ReenactError(f"{cfg.ynet}: Y-network not found")
-    if cfg.driving is not None or not cfg.self_reenact:
+    if cfg.driving is not None or not (cfg.self_reenact or cfg.driving_blendshapes is not None):
         check_dataset_dir(cfg.driving, "driving dataset")
     if cfg.camera_path is not None:
         check_file(cfg.camera_path, "camera path")
@@ -343,25 +422,49 @@ def reenact(cfg: ReenactConfig) -> Tuple[Path, int]:
     from latentavatar_ns.utils.video import write_video
 
     avatar = load_avatar(cfg.load_config)
-    ynet = None
-    if not cfg.self_reenact:
+    ynet = mapping = None
+    if by_blendshapes:
+        from latentavatar_ns.blendshapes.mapping import MAPPING_FILE, load_mapping
+
+        mapping = load_mapping(cfg.mapping or Path(cfg.load_config).parent / MAPPING_FILE, avatar.fingerprint())
+    elif not cfg.self_reenact:
         assert cfg.ynet is not None  # checked above: --ynet is required without --self
         ynet, data = load_ynet(cfg.ynet)
         check_avatar_match(avatar.fingerprint(), data, cfg.load_config)
     device = None if cfg.device == "auto" else cfg.device
     reenactor = Reenactor(avatar, device)
-    if cfg.driving is None:  # --self on the avatar's own footage: its held-out frames by default
-        driver = reenactor.driver(avatar.data_dir, cfg.split or "eval")
-    else:
-        driver = reenactor.driver(cfg.driving, cfg.split or "all")
+    driver: Optional[Driver] = None
+    if cfg.driving_blendshapes is not None:
+        from latentavatar_ns.blendshapes.livelink import read_livelink_csv
 
-    thetas = reenactor.own_thetas(driver.crops) if ynet is None else reenactor.ynet_thetas(ynet, driver.crops)
+        track_ = read_livelink_csv(cfg.driving_blendshapes)
+        weights, n = track_.weights, len(track_)
+        head = track_.head_yaw_pitch_roll
+    else:
+        if cfg.driving is None:  # --self on the avatar's own footage: its held-out frames by default
+            driver = reenactor.driver(avatar.data_dir, cfg.split or "eval")
+        else:
+            driver = reenactor.driver(cfg.driving, cfg.split or "all")
+        n, head = len(driver), None
+        if by_blendshapes:
+            weights = driver.require_blendshapes(cfg.driving or avatar.data_dir)
+
+    if mapping is not None:
+        thetas = reenactor.blendshape_thetas(mapping, weights)
+    elif ynet is None:
+        assert driver is not None
+        thetas = reenactor.own_thetas(driver.crops)
+    else:
+        assert driver is not None
+        thetas = reenactor.ynet_thetas(ynet, driver.crops)
     thetas = moving_average(thetas, cfg.smooth)
-    n = len(driver)
     if cfg.camera_path is not None:
         cameras = camera_path_cameras(cfg.camera_path, n)
-    elif cfg.pose == "fixed":
+    elif cfg.pose == "fixed" or (driver is None and head is None):
         cameras = reenactor.fixed_cameras(n)
+    elif driver is None:
+        assert head is not None
+        cameras = reenactor.recorded_cameras(head, cfg.smooth)
     else:
         cameras = reenactor.follow_cameras(driver, cfg.smooth)
 
@@ -375,7 +478,9 @@ def reenact(cfg: ReenactConfig) -> Tuple[Path, int]:
         for i in track(range(n), description="Reenacting", transient=True):
             image = reenactor.render(thetas[i], cameras[i:i + 1]).cpu().numpy()
             if cfg.side_by_side:
-                image = _side_by_side(driver.item(i)["image"].numpy(), image)
+                left = driver.item(i)["image"].numpy() if driver is not None else blendshape_panel(weights[i],
+                                                                                                   image.shape[0])
+                image = _side_by_side(left, image)
             image = to_uint8(image)
             if frames_dir is not None:
                 Image.fromarray(image).save(frames_dir / f"frame_{i:05d}.png")

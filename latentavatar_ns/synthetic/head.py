@@ -117,6 +117,24 @@ class Expression:
     def to_array(self) -> np.ndarray:
         return np.array([getattr(self, k) for k in EXPRESSION_KEYS], dtype=np.float32)
 
+    def to_blendshapes(self) -> np.ndarray:
+        """The ARKit blendshape weights (52, MediaPipe's order) this expression is, exactly: what a perfect
+        face tracker would report for the synthetic head. Gaze toward +x is the subject's left."""
+        from latentavatar_ns.blendshapes.names import index
+
+        weights = np.zeros(52, dtype=np.float32)
+        clip = lambda v: float(np.clip(v, 0.0, 1.0))  # noqa: E731
+        pairs = {"jawOpen": self.jaw_open, "mouthSmileLeft": self.smile, "mouthSmileRight": self.smile,
+                 "eyeBlinkLeft": self.blink_left, "eyeBlinkRight": self.blink_right, "browInnerUp": self.brow_raise,
+                 "browOuterUpLeft": self.brow_raise, "browOuterUpRight": self.brow_raise,
+                 "eyeLookOutLeft": self.gaze_x, "eyeLookInRight": self.gaze_x,
+                 "eyeLookInLeft": -self.gaze_x, "eyeLookOutRight": -self.gaze_x,
+                 "eyeLookUpLeft": self.gaze_y, "eyeLookUpRight": self.gaze_y,
+                 "eyeLookDownLeft": -self.gaze_y, "eyeLookDownRight": -self.gaze_y}
+        for name, value in pairs.items():
+            weights[index(name)] = clip(value)
+        return weights
+
     @classmethod
     def from_array(cls, values: Union[Sequence[float], np.ndarray]) -> "Expression":
         arr = np.asarray(values, dtype=np.float64).reshape(-1)

@@ -270,6 +270,7 @@ def make_dataset(output_dir: Path, *, progress: bool = True, **options: Any) -> 
             continue
         save_params(paths.params, FrameParams(pose=frame.pose, scale=frame.scale, extra={
             "expression": frame.expression.to_array(),
+            "blendshapes": frame.expression.to_blendshapes(),  # as ns-latentavatar-process stores them
             "identity": np.array([identity], dtype=np.int64),
             "frame": np.array([frame.frame], dtype=np.int64),
         }))
