@@ -20,6 +20,7 @@ from latentavatar_ns.blendshapes.mapping import (
 )
 from latentavatar_ns.blendshapes.names import ARKIT_NAMES, BLENDSHAPE_NAMES, LIVELINK_COLUMNS, index
 from latentavatar_ns.data.format import list_frames, load_params
+from latentavatar_ns.evaluation.expression_score import expression_score, read_blendshapes
 from latentavatar_ns.synthetic.head import Expression
 
 
@@ -67,6 +68,22 @@ def test_mapping_recovers_a_known_relation_and_refuses_another_avatar(tmp_path: 
     (tmp_path / "junk.pt").write_bytes(b"not a mapping")
     with pytest.raises(MappingError, match=r"junk\.pt: cannot read the blendshape mapping"):
         load_mapping(tmp_path / "junk.pt")
+
+
+def test_expression_score_rewards_following_the_driver_only() -> None:
+    rng = np.random.default_rng(0)
+    driver = rng.random((20, 52))
+    same = expression_score(driver, driver.copy())
+    assert same["faces_found"] == 1.0 and same["mean_correlation"] == pytest.approx(1.0) and same["mean_mae"] == 0.0
+    constant = expression_score(driver, np.repeat(driver[:1], 20, axis=0))
+    assert constant["mean_correlation"] == 0.0 and constant["mean_mae"] > 0.1
+    shuffled = expression_score(driver, driver[::-1].copy())
+    assert abs(shuffled["mean_correlation"]) < 0.5
+    images = [np.full((4, 4, 3), i, dtype=np.uint8) for i in range(4)]
+    read = read_blendshapes(images, lambda image: None if image[0, 0, 0] == 2 else driver[int(image[0, 0, 0])])
+    assert np.isnan(read[2]).all() and np.array_equal(read[3], driver[3])
+    partial = expression_score(driver[:4], read)
+    assert partial["faces_found"] == 0.75 and partial["mean_correlation"] == pytest.approx(1.0)
 
 
 def test_synthetic_frames_store_their_exact_blendshapes(synthetic_dataset: Path) -> None:
