@@ -369,7 +369,7 @@ def camera_path_cameras(path: Path, count: int) -> "Cameras":
     return cameras[torch.linspace(0, k - 1, count).round().long()]
 
 
-def _side_by_side(driver_image: np.ndarray, render: np.ndarray) -> np.ndarray:
+def side_by_side(driver_image: np.ndarray, render: np.ndarray) -> np.ndarray:
     import cv2
 
     h = render.shape[0]
@@ -480,7 +480,7 @@ def reenact(cfg: ReenactConfig) -> Tuple[Path, int]:
             if cfg.side_by_side:
                 left = driver.item(i)["image"].numpy() if driver is not None else blendshape_panel(weights[i],
                                                                                                    image.shape[0])
-                image = _side_by_side(left, image)
+                image = side_by_side(left, image)
             image = to_uint8(image)
             if frames_dir is not None:
                 Image.fromarray(image).save(frames_dir / f"frame_{i:05d}.png")
