@@ -15,8 +15,10 @@ Cases (each avatar is ``latentavatar-tiny``, trained here unless given):
   exists, so the expression score alone.
 
 The expression score (``evaluation/expression_score.py``) reads the blendshapes of each render and
-of its driving frame with MediaPipe's landmarker. Blendshapes a dataset lacks are filled in by the
-landmarker (``ns-latentavatar-blendshapes fill``); a synthetic head made here stores its exact ones.
+of its driving frame with MediaPipe's landmarker; the renders it reads are made from the avatar's
+frontal camera, so that the head's motion cannot stand in for the expression. Blendshapes a dataset
+lacks are filled in by the landmarker (``ns-latentavatar-blendshapes fill``); a synthetic head made
+here stores its exact ones.
 Writes ``bench/driving.json`` and a side-by-side video (driver | avatar) per case and path beside it.
 """
 
@@ -41,6 +43,7 @@ from latentavatar_ns.assets.cache import asset_path
 from latentavatar_ns.blendshapes.fit import fit_for_avatar
 from latentavatar_ns.blendshapes.frames import fill_blendshapes
 from latentavatar_ns.blendshapes.mapping import load_mapping
+from latentavatar_ns.data.format import list_frames, load_params
 from latentavatar_ns.data.regions import REGIONS
 from latentavatar_ns.demo.steps import train_command
 from latentavatar_ns.evaluation.expression_score import expression_score, read_blendshapes
@@ -51,6 +54,7 @@ from latentavatar_ns.process.face import FaceLandmarker
 from latentavatar_ns.reenact.avatar import load_avatar
 from latentavatar_ns.reenact.reenact import Driver, Reenactor, side_by_side
 from latentavatar_ns.synthetic import make_dataset
+from latentavatar_ns.synthetic.head import Expression
 from latentavatar_ns.utils.image import to_uint8
 from latentavatar_ns.utils.video import write_video
 
@@ -141,21 +145,25 @@ def _paths(reenactor: Reenactor, driver: Driver, mapping, ynet=None) -> Dict[str
 
 def _case(name: str, config: Path, driving: Optional[Path], mapping_path: Path, scorer: Scorer, out_dir: Path,
           cfg: BenchDriving, ynet=None) -> Dict:
+    """Every path on one avatar and driver: renders from the driver's head poses (scored against the ground
+    truth in self-reenactment, and written as a video), and from the avatar's frontal camera for the
+    expression score, so that only the expression, not the head's motion, can move the landmarker's reading."""
     avatar = load_avatar(config)
     mapping = load_mapping(mapping_path, avatar.fingerprint())
     reenactor = Reenactor(avatar, cfg.device)
     driver = reenactor.driver(driving or avatar.data_dir, "eval" if driving is None else "all")
-    cameras = reenactor.follow_cameras(driver)
+    posed, frontal = reenactor.follow_cameras(driver), reenactor.fixed_cameras(len(driver))
     items = [driver.item(i) for i in range(len(driver))]
     driver_images = [to_uint8(item["image"].numpy()) for item in items]
     driver_shapes = scorer.blendshapes(driver_images)
     result: Dict = {"frames": len(driver), "paths": {}}
     for path, thetas in _paths(reenactor, driver, mapping, ynet).items():
         start = time.perf_counter()
-        renders, render_ms = _render_path(reenactor, thetas, cameras)
+        renders, render_ms = _render_path(reenactor, thetas, posed)
         images = [to_uint8(r.numpy()) for r in renders]
-        row: Dict = {"render_ms_per_frame": render_ms,
-                     "expression_score": expression_score(driver_shapes, scorer.blendshapes(images))}
+        fronts, _ = _render_path(reenactor, thetas, frontal)
+        row: Dict = {"render_ms_per_frame": render_ms, "expression_score": expression_score(
+            driver_shapes, scorer.blendshapes([to_uint8(r.numpy()) for r in fronts]))}
         if driving is None:  # self-reenactment: the driving frames are the ground truth
             regions: Dict[str, List[Dict]] = {}
             full = []
@@ -183,6 +191,18 @@ def _case(name: str, config: Path, driving: Optional[Path], mapping_path: Path, 
     return result
 
 
+def _blendshape_source(data: Path, filled: bool) -> str:
+    """Where a dataset's blendshapes come from: the synthetic head's exact ones, or the landmarker's."""
+    if filled:
+        return "landmarker (filled in here)"
+    params = load_params(list_frames(data / "train")[0].params)
+    if "expression" in params.extra:
+        exact = Expression.from_array(params.extra["expression"]).to_blendshapes()
+        if np.allclose(params.extra["blendshapes"], exact, atol=1e-5):
+            return "exact (the synthetic head's expression)"
+    return "landmarker"
+
+
 def main(cfg: BenchDriving) -> None:
     work = cfg.work_dir
     runs = work / "runs"
@@ -203,7 +223,7 @@ def main(cfg: BenchDriving) -> None:
     for label, config in (("synthetic", synthetic_config), ("real", real_config)):
         data = load_avatar(config).data_dir
         filled = fill_blendshapes(data, scorer.detect)
-        sources[label] = "landmarker" if filled.written else "stored"
+        sources[label] = _blendshape_source(data, bool(filled.written))
         start = time.perf_counter()
         path, report = fit_for_avatar(config, work / f"mapping_{label}.pt", cfg.mapping_steps, overwrite=True)
         mappings[label] = {**report.__dict__, "fit_seconds": time.perf_counter() - start}
@@ -239,7 +259,7 @@ def main(cfg: BenchDriving) -> None:
         "benchmark": "driving",
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "avatars": {"synthetic": str(synthetic_config), "real": str(real_config), "real_driver": str(real_driver)},
-        "blendshape_source": {**sources, "real_driver": "landmarker" if filled_driver.written else "stored"},
+        "blendshape_source": {**sources, "real_driver": _blendshape_source(real_driver, bool(filled_driver.written))},
         "mappings": mappings,
         "latency_ms_per_frame": {"landmarker": float(np.median(scorer.landmarker_ms)), "mapping": mapping_ms,
                                  "render": float(np.median([p["render_ms_per_frame"] for c in cases.values()

@@ -22,6 +22,7 @@ head frontal; ``--camera-path`` renders along a camera path exported by the view
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Literal, Optional, Sequence, Tuple
@@ -379,8 +380,26 @@ def side_by_side(driver_image: np.ndarray, render: np.ndarray) -> np.ndarray:
     return np.concatenate([driver_image, render], axis=1)
 
 
-def reenact(cfg: ReenactConfig) -> Tuple[Path, int]:
-    """Write the reenactment video; returns its path and the number of frames."""
+@dataclass
+class ReenactReport:
+    """What a reenactment wrote, and how long each stage took."""
+
+    output: Path
+    frames: int
+    seconds: float
+    """Wall time from the first driving frame's code to the video's last frame."""
+    codes_ms: float
+    """Per frame: the driving frames' codes (encoder, Y-network or blendshape mapping) and thetas."""
+    render_ms: float
+    """Per frame: tri-plane, volume rendering and super-resolution (and writing the frame)."""
+
+    @property
+    def fps(self) -> float:
+        return self.frames / max(self.seconds, 1e-9)
+
+
+def reenact(cfg: ReenactConfig) -> ReenactReport:
+    """Write the reenactment video; returns what it wrote and the time each stage took."""
     output = check_new_file(cfg.output_path, cfg.overwrite)
     check_file(cfg.load_config, "avatar config")
     frames_dir = Path(cfg.frames_dir) if cfg.frames_dir is not None else None
@@ -449,6 +468,7 @@ def reenact(cfg: ReenactConfig) -> Tuple[Path, int]:
         if by_blendshapes:
             weights = driver.require_blendshapes(cfg.driving or avatar.data_dir)
 
+    start = time.perf_counter()
     if mapping is not None:
         thetas = reenactor.blendshape_thetas(mapping, weights)
     elif ynet is None:
@@ -458,6 +478,7 @@ def reenact(cfg: ReenactConfig) -> Tuple[Path, int]:
         assert driver is not None
         thetas = reenactor.ynet_thetas(ynet, driver.crops)
     thetas = moving_average(thetas, cfg.smooth)
+    codes_done = time.perf_counter()
     if cfg.camera_path is not None:
         cameras = camera_path_cameras(cfg.camera_path, n)
     elif cfg.pose == "fixed" or (driver is None and head is None):
@@ -487,5 +508,7 @@ def reenact(cfg: ReenactConfig) -> Tuple[Path, int]:
             yield image
 
     write_video(output, frames(), fps=cfg.fps)
-    return output, n
+    end = time.perf_counter()
+    return ReenactReport(output, n, end - start, 1000 * (codes_done - start) / max(n, 1),
+                         1000 * (end - codes_done) / max(n, 1))
 

@@ -1,8 +1,10 @@
 """``ns-latentavatar-reenact``: render a trained avatar making a driver's expressions and head motion, through
-a Y-network trained for the pair (or the avatar's own encoder with ``--self``), and write the video (the
-rendering is :mod:`latentavatar_ns.reenact.reenact`).
+a Y-network trained for the pair (or the avatar's own encoder with ``--self``, or ARKit blendshapes through
+the avatar's blendshape mapping), and write the video (the rendering is :mod:`latentavatar_ns.reenact.reenact`).
 
     ns-latentavatar-reenact --load-config RUN/config.yml --ynet ynet/anna-bob --driving data/bob --output-path out.mp4
+    ns-latentavatar-reenact --load-config RUN/config.yml --driving data/bob --via blendshapes --output-path out.mp4
+    ns-latentavatar-reenact --load-config RUN/config.yml --driving-blendshapes take.csv --output-path out.mp4
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from latentavatar_ns.utils.errors import cli_command
 @cli_command()
 def entrypoint(argv: Optional[Sequence[str]] = None) -> None:
     cfg = tyro.cli(ReenactConfig, args=argv)
-    output, count = reenact(cfg)
-    print(f"Wrote {output} ({count} frames)")
+    report = reenact(cfg)
+    print(f"Wrote {report.output} ({report.frames} frames, {report.fps:.1f} fps; per frame: codes "
+          f"{report.codes_ms:.1f} ms, render {report.render_ms:.1f} ms)")
 
 
 if __name__ == "__main__":
