@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import random
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,7 @@ import tyro
 import latentavatar_ns.method.pipeline as pipeline_module
 from latentavatar_ns.evaluation.metrics import ImageMetrics, evaluate_heldout
 from latentavatar_ns.method.configs import tiny_config
-from latentavatar_ns.method.launch import launch
+from latentavatar_ns.method.launch import launch, seeded_trainer
 from latentavatar_ns.method.trainer import LatentAvatarTrainerConfig
 from latentavatar_ns.synthetic import make_dataset
 from latentavatar_ns.utils.distributed import world_size
@@ -57,12 +56,7 @@ class BenchDistributed:
 
 def _timed_train(local_rank: int, world: int, config: LatentAvatarTrainerConfig, global_rank: int = 0) -> None:
     """nerfstudio's ``train_loop``, timing each step and (with several processes) its communication."""
-    seed = config.machine.seed + global_rank
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    trainer = config.setup(local_rank=local_rank, world_size=world)
-    trainer.setup()
+    trainer = seeded_trainer(local_rank, world, config, global_rank)
     comm = {"seconds": 0.0}
     if world > 1:
         def timed_allreduce(state, bucket):  # unannotated: DDP checks the annotation against the real class

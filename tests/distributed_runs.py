@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import random
 from typing import Dict, List
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
-from latentavatar_ns.method.launch import launch
+from latentavatar_ns.method.launch import launch, seeded_trainer
 from latentavatar_ns.method.trainer import LatentAvatarTrainerConfig
 from latentavatar_ns.utils.distributed import world_size
 
@@ -20,12 +18,7 @@ def train_and_record(local_rank: int, world: int, config: LatentAvatarTrainerCon
     Recorded: the rank-averaged loss of each step, each step's code rows and the codes stored in them,
     the state right after set-up (a resumed run's loaded weights) and at the end, and the first step.
     """
-    seed = config.machine.seed + global_rank
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    trainer = config.setup(local_rank=local_rank, world_size=world)
-    trainer.setup()
+    trainer = seeded_trainer(local_rank, world, config, global_rank)
     pipeline = trainer.pipeline
     loaded = {k: v.clone() for k, v in pipeline.model.state_dict().items()}
     losses: List[float] = []

@@ -17,6 +17,7 @@ checkpoints, eval and the viewer on rank 0.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import sys
 import time
@@ -25,6 +26,7 @@ from datetime import timedelta
 from typing import Any, Callable, Optional, Tuple
 from urllib.parse import urlparse
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -148,6 +150,18 @@ def _worker(local_rank: int, main_func: Callable, world_size: int, num_devices_p
         comms.synchronize()
     finally:
         dist.destroy_process_group()
+
+
+def seeded_trainer(local_rank: int, world: int, config: Any, global_rank: int = 0) -> Any:
+    """A set-up trainer seeded for its rank, as nerfstudio's ``train_loop`` makes it, for launched functions
+    that train in their own way (tests, benchmarks)."""
+    seed = config.machine.seed + global_rank
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    trainer = config.setup(local_rank=local_rank, world_size=world)
+    trainer.setup()
+    return trainer
 
 
 def launch(main_func: Callable, num_devices_per_machine: int, num_machines: int = 1, machine_rank: int = 0,
