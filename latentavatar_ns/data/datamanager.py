@@ -79,8 +79,7 @@ class LatentAvatarDataManager(FullImageDatamanager[LatentAvatarDataset]):
         self._epoch = getattr(self, "_epoch", -1) + 1
         order = list(range(len(self.train_dataset)))
         random.Random(f"{self.config.train_cameras_sampling_seed}:{self._epoch}").shuffle(order)
-        share = order[rank()::world]
-        return share or order[: 1 + rank() % len(order)][-1:]  # fewer frames than ranks: one frame each
+        return order[rank()::world] or [order[rank() % len(order)]]  # fewer frames than ranks: one frame each
 
     @cached_property
     def _train_stack(self) -> Dict[str, torch.Tensor]:

@@ -167,7 +167,8 @@ def seeded_trainer(local_rank: int, world: int, config: Any, global_rank: int = 
 def launch(main_func: Callable, num_devices_per_machine: int, num_machines: int = 1, machine_rank: int = 0,
            dist_url: str = "auto", config: Optional[Any] = None, timeout: Optional[timedelta] = None,
            device_type: str = "cuda") -> None:
-    """nerfstudio's ``launch`` (same arguments) for a run of several processes, on CUDA or the CPU.
+    """nerfstudio's ``launch`` (same arguments) for a run of several processes, on CUDA or the CPU. The
+    collectives' ``timeout`` is the config's ``--distributed.timeout-s`` (nerfstudio passes its fixed 30 min).
 
     A process that raises or dies stops the others and ends the run with one ``TrainingError`` line
     naming its rank (a bug's traceback is printed above it).
