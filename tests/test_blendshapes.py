@@ -145,6 +145,25 @@ def test_fit_and_drive_by_blendshapes_through_the_commands(tiny_trained_run: Pat
     frames = read_video(out_csv)
     assert len(frames) == 6 and frames[0].shape[1] > frames[0].shape[0]  # the blendshape panel beside the render
 
+    # A face video, read by the landmarker frame by frame: one output frame per frame with a face.
+    from latentavatar_ns.assets.cache import asset_path
+    from latentavatar_ns.utils.video import write_video
+
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, iter(read_video(asset_path("single_face.mp4"))[:8]), fps=10)
+    out_video = tmp_path / "video.mp4"
+    result = run_cli(["ns-latentavatar-reenact", "--load-config", str(tiny_trained_run), "--driving", str(clip),
+                      "--via", "blendshapes", "--mapping", str(mapping), "--output-path", str(out_video),
+                      "--side-by-side"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "landmarker" in result.stdout and len(read_video(out_video)) == 8
+    blank = tmp_path / "blank.mp4"
+    write_video(blank, (np.full((64, 64, 3), 128, dtype=np.uint8) for _ in range(3)), fps=10)
+    result = run_cli(["ns-latentavatar-reenact", "--load-config", str(tiny_trained_run), "--driving", str(blank),
+                      "--via", "blendshapes", "--mapping", str(mapping), "--output-path", str(tmp_path / "b.mp4")])
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == \
+        f"error: {blank}: no face found in any of its 3 frames"
+
     (tmp_path / "nocols.csv").write_text("Timecode,Foo\n0,1\n")
     result = run_cli(["ns-latentavatar-reenact", "--load-config", str(tiny_trained_run), "--driving-blendshapes",
                       str(tmp_path / "nocols.csv"), "--mapping", str(mapping), "--output-path",

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from latentavatar_ns.data.dataparser import LatentAvatarDataParser
     from latentavatar_ns.data.dataset import LatentAvatarDataset
     from latentavatar_ns.data.format import CameraSpec, FrameParams
+    from latentavatar_ns.blendshapes.video import VideoTrack
     from latentavatar_ns.reenact.avatar import Avatar
 
 
@@ -60,7 +61,8 @@ class ReenactConfig:
     ynet: Optional[Path] = None
     """Y-network trained for this avatar and the driver (ns-latentavatar-ynet's output folder or a checkpoint)."""
     driving: Optional[Path] = None
-    """The driver's dataset folder (made from a video by ns-latentavatar-process); with --self: the avatar's own."""
+    """The driver's dataset folder (made from a video by ns-latentavatar-process); with --self: the avatar's own.
+    With --via blendshapes also a video file or a folder of images, read frame by frame (no dataset written)."""
     self_reenact: Annotated[bool, tyro.conf.arg(name="self")] = False
     """Drive through the avatar's own encoder and mapping, no Y-network (self-reenactment)."""
     via: Literal["image", "blendshapes"] = "image"
@@ -323,6 +325,30 @@ class Reenactor:
             codes = mapping(torch.as_tensor(weights, dtype=torch.float32))
             return self.avatar.mapping(codes.to(next(self.avatar.mapping.parameters()).device))
 
+    def track_video(self, path: Path, keep_frames_height: int = 0) -> "VideoTrack":
+        """A driver's video (or image folder) read by the landmarker: blendshapes and head poses per frame."""
+        from rich.progress import track
+
+        from latentavatar_ns.assets.cache import asset_path
+        from latentavatar_ns.blendshapes.video import track_video
+        from latentavatar_ns.process.face import FaceLandmarker, load_template
+
+        task = asset_path("face_landmarker.task")
+        template = load_template(task)
+        with FaceLandmarker(task) as landmarker:
+            return track_video(path, landmarker.detect, template.vertices, template.rigid_ids,
+                               keep_frames_height=keep_frames_height,
+                               progress=lambda it, n: track(it, total=n or None, description="Reading the driver",
+                                                            transient=True))
+
+    def video_cameras(self, video: "VideoTrack", smooth: int = 1) -> "Cameras":
+        """The driver's head motion relative to its mean pose, applied to the avatar's mean pose."""
+        from latentavatar_ns.data.poses import axis_angle_to_matrix
+
+        poses = HeadPoses(np.stack([axis_angle_to_matrix(p[:3]) for p in video.poses]), video.poses[:, 3:],
+                          np.full(len(video), video.scale))
+        return pose_cameras(self.camera(), follow_poses(poses, poses.mean(), self.avatar_mean()).smoothed(smooth))
+
     def recorded_cameras(self, yaw_pitch_roll: np.ndarray, smooth: int = 1) -> "Cameras":
         """The avatar's mean pose turned by a recording's head rotation, relative to the recording's mean."""
         rotations = head_rotations(yaw_pitch_roll - yaw_pitch_roll.mean(axis=0))
@@ -392,6 +418,8 @@ class ReenactReport:
     """Per frame: the driving frames' codes (encoder, Y-network or blendshape mapping) and thetas."""
     render_ms: float
     """Per frame: tri-plane, volume rendering and super-resolution (and writing the frame)."""
+    landmarker_ms: float = 0.0
+    """Per decoded frame of a driving video: MediaPipe's landmarker (0 for other drivers)."""
 
     @property
     def fps(self) -> float:
@@ -423,7 +451,11 @@ def reenact(cfg: ReenactConfig) -> ReenactReport:
                                "--via blendshapes or --driving-blendshapes")
     if cfg.ynet is not None and not Path(cfg.ynet).exists():
         raise ReenactError(f"{cfg.ynet}: Y-network not found")
-    if cfg.driving is not None or not (cfg.self_reenact or cfg.driving_blendshapes is not None):
+    driving_video = by_blendshapes and cfg.driving is not None and Path(cfg.driving).exists() \
+        and not (Path(cfg.driving) / "train").is_dir()
+    if driving_video and cfg.split is not None:
+        raise ReenactError("--split picks frames of a driving dataset; a video is driven by all its frames")
+    if not driving_video and (cfg.driving is not None or not (cfg.self_reenact or cfg.driving_blendshapes is not None)):
         check_dataset_dir(cfg.driving, "driving dataset")
     if cfg.camera_path is not None:
         check_file(cfg.camera_path, "camera path")
@@ -453,12 +485,18 @@ def reenact(cfg: ReenactConfig) -> ReenactReport:
     device = None if cfg.device == "auto" else cfg.device
     reenactor = Reenactor(avatar, device)
     driver: Optional[Driver] = None
+    video: Optional["VideoTrack"] = None
     if cfg.driving_blendshapes is not None:
         from latentavatar_ns.blendshapes.livelink import read_livelink_csv
 
         track_ = read_livelink_csv(cfg.driving_blendshapes)
         weights, n = track_.weights, len(track_)
         head = track_.head_yaw_pitch_roll
+    elif driving_video:
+        assert cfg.driving is not None
+        video = reenactor.track_video(cfg.driving, keep_frames_height=reenactor.camera().height
+                                      if cfg.side_by_side else 0)
+        weights, n, head = video.weights, len(video), None
     else:
         if cfg.driving is None:  # --self on the avatar's own footage: its held-out frames by default
             driver = reenactor.driver(avatar.data_dir, cfg.split or "eval")
@@ -481,8 +519,10 @@ def reenact(cfg: ReenactConfig) -> ReenactReport:
     codes_done = time.perf_counter()
     if cfg.camera_path is not None:
         cameras = camera_path_cameras(cfg.camera_path, n)
-    elif cfg.pose == "fixed" or (driver is None and head is None):
+    elif cfg.pose == "fixed" or (driver is None and video is None and head is None):
         cameras = reenactor.fixed_cameras(n)
+    elif video is not None:
+        cameras = reenactor.video_cameras(video, cfg.smooth)
     elif driver is None:
         assert head is not None
         cameras = reenactor.recorded_cameras(head, cfg.smooth)
@@ -499,8 +539,12 @@ def reenact(cfg: ReenactConfig) -> ReenactReport:
         for i in track(range(n), description="Reenacting", transient=True):
             image = reenactor.render(thetas[i], cameras[i:i + 1]).cpu().numpy()
             if cfg.side_by_side:
-                left = driver.item(i)["image"].numpy() if driver is not None else blendshape_panel(weights[i],
-                                                                                                   image.shape[0])
+                if driver is not None:
+                    left = driver.item(i)["image"].numpy()
+                elif video is not None:
+                    left = video.frames[i].astype(np.float32) / 255.0
+                else:
+                    left = blendshape_panel(weights[i], image.shape[0])
                 image = side_by_side(left, image)
             image = to_uint8(image)
             if frames_dir is not None:
@@ -510,5 +554,5 @@ def reenact(cfg: ReenactConfig) -> ReenactReport:
     write_video(output, frames(), fps=cfg.fps)
     end = time.perf_counter()
     return ReenactReport(output, n, end - start, 1000 * (codes_done - start) / max(n, 1),
-                         1000 * (end - codes_done) / max(n, 1))
+                         1000 * (end - codes_done) / max(n, 1), video.landmarker_ms if video is not None else 0.0)
 
