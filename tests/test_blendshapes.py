@@ -120,6 +120,8 @@ def test_fill_writes_each_face_frame_and_keeps_the_rest(dataset_factory) -> None
 @pytest.mark.slow
 def test_fit_and_drive_by_blendshapes_through_the_commands(tiny_trained_run: Path, synthetic_dataset: Path,
                                                           tmp_path: Path) -> None:
+    # ns-train fitted one at the end of training (the synthetic frames store their blendshapes).
+    assert (tiny_trained_run.parent / "blendshape_mapping.pt").is_file()
     mapping = tmp_path / "mapping.pt"
     result = run_cli(["ns-latentavatar-blendshapes", "fit", "--load-config", str(tiny_trained_run), "--output",
                       str(mapping), "--steps", "300"])

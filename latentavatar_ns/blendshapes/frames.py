@@ -34,6 +34,15 @@ def frame_blendshapes(params_path: Path) -> Optional[Float[np.ndarray, "52"]]:
     return weights
 
 
+def has_blendshapes(data: Path) -> bool:
+    """Whether a monocular dataset's every training frame stores blendshapes (False for other layouts)."""
+    try:
+        frames = split_frames(data, "train")
+        return bool(frames) and all("blendshapes" in load_params(f.params).extra for f in frames)
+    except LatentAvatarError:
+        return False
+
+
 def split_frames(data: Path, split: str) -> List[FrameFiles]:
     """The frames of a monocular dataset's split (blendshapes belong to a face video, one view)."""
     if read_rig(Path(data)) is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Type
 
 import torch
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 from nerfstudio.engine.trainer import TRAIN_INTERATION_OUTPUT, Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
@@ -47,6 +48,11 @@ class LatentAvatarTrainerConfig(TrainerConfig):
     reuse, instead of mapping and unmapping each large tensor every step (see ``utils/cpu_memory.py``): steps and
     renders at the paper's size get faster for somewhat more peak memory (README, "Speed and memory").
     0 leaves glibc's defaults. Process-wide; Linux with glibc only."""
+    fit_blendshape_mapping: bool = True
+    """At the end of training, when every training frame stores its ARKit blendshapes (datasets made by
+    ns-latentavatar-process or -synth), fit the mapping from them to the avatar's codes (blendshape_mapping.pt
+    beside config.yml), so that any face video or Live Link Face recording drives the avatar at once
+    (ns-latentavatar-reenact --via blendshapes). It takes seconds; ns-latentavatar-blendshapes fit does the same."""
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     """Time limits of a run in several processes (``--machine.num-devices``, ``--machine.num-machines``)."""
 
@@ -107,12 +113,33 @@ class LatentAvatarTrainer(Trainer):
             super().setup(test_mode)
             pipeline: Any = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
             check_ranks_agree("checkpoint step", str(self._start_step))
+            if self.config.fit_blendshape_mapping and rank() == 0:
+                self.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN],
+                                                       self.fit_blendshape_mapping))
             if self._start_step == 0 and pipeline.model.config.encoder_warm_start_steps > 0:  # a new run, not a resume
                 pipeline.warm_start_encoder()
                 broadcast_state(pipeline.model)  # each rank fitted its own; all continue from rank 0's
         except (DatasetError, TrainingError):  # bad data, or no checkpoint to load
             self.remove_run_without_checkpoints()
             raise
+
+    def fit_blendshape_mapping(self, step: int) -> None:
+        """Fit the blendshape mapping of the checkpoint just saved, if the training frames have blendshapes."""
+        from latentavatar_ns.blendshapes.fit import fit_for_avatar
+        from latentavatar_ns.blendshapes.frames import has_blendshapes
+        from latentavatar_ns.blendshapes.mapping import MappingError
+
+        datamanager: Any = self.pipeline.datamanager
+        data = Path(datamanager.dataparser.config.data)
+        if not has_blendshapes(data):
+            return
+        try:
+            path, report = fit_for_avatar(self.base_dir / "config.yml", overwrite=True)
+        except MappingError as err:  # the avatar is trained and saved; only the extra is missing
+            CONSOLE.print(f"Blendshape mapping not fitted: {err}", style="bold yellow")
+            return
+        CONSOLE.print(f"Blendshape mapping saved to {path} (R² of the codes {report.val_r2:.2f} on held-out "
+                      "frames): ns-latentavatar-reenact --via blendshapes drives the avatar with any face video")
 
     def train(self) -> None:
         """nerfstudio's loop; bad data found on the first decode leaves no half-made run folder behind."""
