@@ -119,7 +119,7 @@ def test_fill_writes_each_face_frame_and_keeps_the_rest(dataset_factory) -> None
 
 @pytest.mark.slow
 def test_fit_and_drive_by_blendshapes_through_the_commands(tiny_trained_run: Path, synthetic_dataset: Path,
-                                                          tmp_path: Path) -> None:
+                                                          dataset_factory, tmp_path: Path) -> None:
     # ns-train fitted one at the end of training (the synthetic frames store their blendshapes).
     assert (tiny_trained_run.parent / "blendshape_mapping.pt").is_file()
     mapping = tmp_path / "mapping.pt"
@@ -165,6 +165,13 @@ def test_fit_and_drive_by_blendshapes_through_the_commands(tiny_trained_run: Pat
                       "--via", "blendshapes", "--mapping", str(mapping), "--output-path", str(tmp_path / "b.mp4")])
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == \
         f"error: {blank}: no face found in any of its 3 frames"
+
+    plain = dataset_factory()  # frames without blendshapes
+    result = run_cli(["ns-latentavatar-reenact", "--load-config", str(tiny_trained_run), "--driving", str(plain),
+                      "--via", "blendshapes", "--mapping", str(mapping), "--output-path", str(tmp_path / "p.mp4")])
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == \
+        f"error: {plain}: its frames have no blendshapes; fill them in with ns-latentavatar-blendshapes fill " \
+        f"--data {plain}"
 
     (tmp_path / "nocols.csv").write_text("Timecode,Foo\n0,1\n")
     result = run_cli(["ns-latentavatar-reenact", "--load-config", str(tiny_trained_run), "--driving-blendshapes",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import time
-from typing import Any, Dict, List, Literal, Optional, Type
+from typing import Any, Dict, List, Literal, Optional, Type, Union
 
 import torch
 import torchvision.utils as vutils
@@ -46,12 +46,13 @@ class LatentAvatarPipeline(VanillaPipeline):
     config: LatentAvatarPipelineConfig
     _model: LatentAvatarModel
 
-    def __init__(self, config: LatentAvatarPipelineConfig, device: str,
+    def __init__(self, config: LatentAvatarPipelineConfig, device: Union[str, torch.device],
                  test_mode: Literal["test", "val", "inference"] = "val", world_size: int = 1, local_rank: int = 0,
                  grad_scaler: Optional[torch.cuda.amp.GradScaler] = None):
         config.datamanager.encoder_crop_size = config.model.encoder_crop_size  # the datasets cut what the encoder sees
         # world_size 1: nerfstudio's DDP wrapper passes CUDA device ids, which a CPU model refuses.
-        super().__init__(config, device, test_mode, world_size=1, local_rank=local_rank, grad_scaler=grad_scaler)
+        super().__init__(config, device, test_mode, world_size=1, local_rank=local_rank,  # type: ignore[arg-type]
+                         grad_scaler=grad_scaler)
         self.world_size = world_size
         if world_size > 1:
             check_ranks_agree("dataset", self.dataset_fingerprint())
