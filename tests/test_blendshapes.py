@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from clitools import run_cli
 from PIL import Image
 
@@ -167,6 +168,16 @@ def test_fit_and_drive_by_blendshapes_through_the_commands(tiny_trained_run: Pat
         f"error: {blank}: no face found in any of its 3 frames"
 
     plain = dataset_factory()  # frames without blendshapes
+    moved = tmp_path / "moved" / "config.yml"  # the same avatar, its config pointing at that dataset
+    moved.parent.mkdir()
+    config = yaml.load(tiny_trained_run.read_text(), Loader=yaml.Loader)
+    config.pipeline.datamanager.data = config.pipeline.datamanager.dataparser.data = plain
+    moved.write_text(yaml.dump(config))
+    result = run_cli(["ns-latentavatar-blendshapes", "fit", "--load-config", str(moved)])
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == \
+        f"error: {plain}: the training frames have no blendshapes; fill them in with ns-latentavatar-blendshapes " \
+        f"fill --data {plain}"
+    assert not (moved.parent / "blendshape_mapping.pt").exists()
     result = run_cli(["ns-latentavatar-reenact", "--load-config", str(tiny_trained_run), "--driving", str(plain),
                       "--via", "blendshapes", "--mapping", str(mapping), "--output-path", str(tmp_path / "p.mp4")])
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == \
