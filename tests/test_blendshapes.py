@@ -143,7 +143,8 @@ def test_fit_and_drive_by_blendshapes_through_the_commands(tiny_trained_run: Pat
     write_livelink_csv(csv, weights, np.zeros((6, 3)))
     out_csv = tmp_path / "csv.mp4"
     result = run_cli(["ns-latentavatar-reenact", "--load-config", str(tiny_trained_run), "--driving-blendshapes",
-                      str(csv), "--mapping", str(mapping), "--output-path", str(out_csv), "--side-by-side"])
+                      str(csv), "--mapping", str(mapping), "--output-path", str(out_csv), "--side-by-side",
+                      "--smooth", "3"])
     assert result.returncode == 0, result.stderr[-2000:]
     frames = read_video(out_csv)
     assert len(frames) == 6 and frames[0].shape[1] > frames[0].shape[0]  # the blendshape panel beside the render
@@ -167,7 +168,10 @@ def test_fit_and_drive_by_blendshapes_through_the_commands(tiny_trained_run: Pat
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == \
         f"error: {blank}: no face found in any of its 3 frames"
 
-    plain = dataset_factory()  # frames without blendshapes
+    plain = dataset_factory()  # frames without blendshapes (and without faces: random pixels)
+    result = run_cli(["ns-latentavatar-blendshapes", "fill", "--data", str(plain)])
+    assert result.returncode == 0 and "0 frame(s) given blendshapes" in result.stdout \
+        and "6 without a face" in result.stdout, result.stdout + result.stderr[-2000:]
     moved = tmp_path / "moved" / "config.yml"  # the same avatar, its config pointing at that dataset
     moved.parent.mkdir()
     config = yaml.load(tiny_trained_run.read_text(), Loader=yaml.Loader)
