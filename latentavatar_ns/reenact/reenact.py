@@ -489,9 +489,9 @@ def reenact(cfg: ReenactConfig) -> ReenactReport:
     if cfg.driving_blendshapes is not None:
         from latentavatar_ns.blendshapes.livelink import read_livelink_csv
 
-        track_ = read_livelink_csv(cfg.driving_blendshapes)
-        weights, n = track_.weights, len(track_)
-        head = track_.head_yaw_pitch_roll
+        recording = read_livelink_csv(cfg.driving_blendshapes)
+        weights, n = recording.weights, len(recording)
+        head = recording.head_yaw_pitch_roll
     elif driving_video:
         assert cfg.driving is not None
         video = reenactor.track_video(cfg.driving, keep_frames_height=reenactor.camera().height
