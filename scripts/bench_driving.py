@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,7 +44,7 @@ from latentavatar_ns.blendshapes.frames import fill_blendshapes
 from latentavatar_ns.blendshapes.mapping import load_mapping
 from latentavatar_ns.data.format import list_frames, load_params
 from latentavatar_ns.data.regions import REGIONS
-from latentavatar_ns.demo.steps import train_command
+from latentavatar_ns.demo.steps import console_script, train_command
 from latentavatar_ns.evaluation.expression_score import expression_score, read_blendshapes
 from latentavatar_ns.evaluation.expressiveness import RegionScorer
 from latentavatar_ns.evaluation.metrics import psnr
@@ -85,13 +84,9 @@ def _run(cmd: List[str]) -> None:
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def _bin(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
-
-
 def _processed(video: str, out: Path) -> Path:
     if not (out / "train").is_dir():
-        _run([_bin("ns-latentavatar-process"), "--input", str(asset_path(video)), "--output-dir", str(out),
+        _run([console_script("ns-latentavatar-process"), "--input", str(asset_path(video)), "--output-dir", str(out),
               "--resolution", "128"])
     return out
 
@@ -235,8 +230,8 @@ def main(cfg: BenchDriving) -> None:
 
         ynet_dir = work / "ynet"
         if not list((ynet_dir / "checkpoints").glob("*.pt")):
-            _run([_bin("ns-latentavatar-ynet"), "--load-config", str(real_config), "--actor-data", str(real_driver),
-                  "--output-dir", str(ynet_dir), "--steps", str(cfg.ynet_steps), "--overwrite"])
+            _run([console_script("ns-latentavatar-ynet"), "--load-config", str(real_config), "--actor-data",
+                  str(real_driver), "--output-dir", str(ynet_dir), "--steps", str(cfg.ynet_steps), "--overwrite"])
         ynet, _ = load_ynet(ynet_dir)
 
     out_dir = cfg.output.parent

@@ -15,7 +15,7 @@ import numpy as np
 from jaxtyping import Float
 
 from latentavatar_ns.blendshapes.names import BLENDSHAPE_NAMES
-from latentavatar_ns.data.format import FrameFiles, list_frames, load_params, read_rig, save_params
+from latentavatar_ns.data.format import FrameFiles, FrameParams, list_frames, load_params, read_rig, save_params
 from latentavatar_ns.utils.errors import LatentAvatarError
 from latentavatar_ns.utils.io import atomic_write
 
@@ -24,10 +24,14 @@ SPLITS = ("train", "eval")
 
 def frame_blendshapes(params_path: Path) -> Optional[Float[np.ndarray, "52"]]:
     """The frame's stored blendshapes, or None when its params file has none."""
-    extra = load_params(params_path).extra
-    if "blendshapes" not in extra:
+    return params_blendshapes(load_params(params_path), params_path)
+
+
+def params_blendshapes(params: FrameParams, params_path: Path) -> Optional[Float[np.ndarray, "52"]]:
+    """The blendshapes a frame's params hold (read from ``params_path``), checked; None when it has none."""
+    if "blendshapes" not in params.extra:
         return None
-    weights = np.asarray(extra["blendshapes"], dtype=np.float64).reshape(-1)
+    weights = np.asarray(params.extra["blendshapes"], dtype=np.float64).reshape(-1)
     if weights.shape != (len(BLENDSHAPE_NAMES),) or not np.isfinite(weights).all():
         raise LatentAvatarError(f"{params_path}: 'blendshapes' must hold {len(BLENDSHAPE_NAMES)} finite weights, "
                                 f"found shape {weights.shape}")

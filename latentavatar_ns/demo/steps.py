@@ -16,7 +16,7 @@ import torch
 from latentavatar_ns.utils.errors import OutputExistsError
 
 
-def _bin(name: str) -> str:
+def console_script(name: str) -> str:
     """A console script of this environment (ns-train next to the running python)."""
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else name
@@ -26,7 +26,7 @@ def train_command(data: Path, output_dir: Path, iterations: int, device: str, me
                   experiment: str = "demo", extra_args: Sequence[str] = ()) -> List[str]:
     """The real ``ns-train`` command line of a run named ``<output_dir>/<experiment>/<method>/run``."""
     return [
-        _bin("ns-train"), method, "--data", str(data), "--output-dir", str(output_dir),
+        console_script("ns-train"), method, "--data", str(data), "--output-dir", str(output_dir),
         "--experiment-name", experiment, "--timestamp", "run", "--vis", "tensorboard",
         "--machine.device-type", device, "--max-num-iterations", str(iterations),
         "--steps-per-eval-image", str(max(iterations // 4, 1)), *extra_args,

@@ -259,10 +259,13 @@ def load_driver(parser: "LatentAvatarDataParser", split: Literal["train", "eval"
 
     datasets = open_splits(parser, split, crop_size)
     names: List[Literal["train", "eval"]] = ["train", "eval"] if split == "all" else [split]
-    params = [p for name in names for p in parser.parse_split(name).params]
-    shapes = [p.extra.get("blendshapes") for p in params]
-    blendshapes = np.stack([np.asarray(b, dtype=np.float64).reshape(-1) for b in shapes]) \
-        if all(b is not None for b in shapes) else None
+    from latentavatar_ns.blendshapes.frames import params_blendshapes
+
+    splits = [parser.parse_split(name) for name in names]
+    params = [p for split in splits for p in split.params]
+    shapes = [params_blendshapes(p, frame.params) for split in splits for p, frame in zip(split.params, split.frames)]
+    found = [b for b in shapes if b is not None]
+    blendshapes = np.stack(found) if len(found) == len(shapes) else None
     return Driver(datasets, load_crops(datasets, crop_size), HeadPoses.from_params(params),
                   HeadPoses.from_params(parser.parse_split("train").params).mean(), blendshapes)
 
