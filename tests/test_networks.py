@@ -8,7 +8,7 @@ from nerfstudio.data.scene_box import SceneBox
 
 from latentavatar_ns.method.configs import default_config, paper_config, tiny_config
 from latentavatar_ns.data.format import OFFICIAL_BOX
-from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
+from latentavatar_ns.model.encoder import ExpressionEncoder, FrameCodeNorm, MappingMLP
 from latentavatar_ns.model.field import TriplaneField, sample_triplane
 from latentavatar_ns.model.generator import ModulatedConv2d, TriplaneGenerator
 from latentavatar_ns.model.rendering import VolumeRenderer
@@ -25,6 +25,40 @@ def test_encoder_and_mapping_shapes():
     assert torch.allclose(code.std(1), torch.ones(2), atol=1e-3)
     assert MappingMLP()(code).shape == (2, 128)
     assert enc.fc.in_features == 256 * 8 * 8
+
+
+def test_frame_norm_standardises_codes_over_frames_and_freezes_in_eval():
+    torch.manual_seed(0)
+    # Codes that share a large part and differ by a small one, as a per-sample-normalised code can.
+    shared, spread = torch.randn(8) * 3.0, torch.tensor([0.05, 0.1, 1.0, 0.05, 0.2, 0.08, 0.5, 0.06])
+    frames = shared + torch.randn(400, 8) * spread
+    norm = FrameCodeNorm(8, momentum=0.02)
+    for batch in frames.split(2):
+        norm(batch)
+    norm.eval()
+    out = norm(frames)
+    assert out.mean(0).abs().max() < 0.3
+    assert ((out.std(0) - 1).abs() < 0.3).all(), out.std(0)
+    # Outside training the estimates are fixed: the same code twice gives the same output.
+    assert torch.equal(norm(frames[:3]), out[:3])
+    restored = FrameCodeNorm(8)
+    restored.load_state_dict(norm.state_dict())
+    restored.eval()
+    assert torch.allclose(restored(frames[:3]), out[:3])
+
+
+def test_encoder_with_frame_norm_tells_frames_apart_that_share_most_of_their_code():
+    torch.manual_seed(0)
+    plain, normed = ExpressionEncoder(32, (8, 16), 16), ExpressionEncoder(32, (8, 16), 16, normalisation="frames")
+    normed.load_state_dict(plain.state_dict(), strict=False)
+    base = torch.rand(1, 3, 32, 32)
+    crops = base + 0.01 * torch.rand(64, 3, 32, 32)  # nearly one face
+    for batch in crops.split(4):
+        normed(batch)
+    normed.eval()
+    with torch.no_grad():
+        spread_plain, spread_normed = plain(crops).std(0).mean(), normed(crops).std(0).mean()
+    assert spread_plain < 0.1 and spread_normed > 0.5, (spread_plain, spread_normed)
 
 
 def test_paper_generator_makes_3x32x256_planes():

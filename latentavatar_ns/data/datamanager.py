@@ -24,6 +24,7 @@ from rich.progress import track
 
 from latentavatar_ns.data.dataparser import LatentAvatarDataParserConfig
 from latentavatar_ns.data.dataset import LatentAvatarDataset
+from latentavatar_ns.data.rarity import draw_weights
 from latentavatar_ns.utils.distributed import rank, world_size
 
 
@@ -42,6 +43,12 @@ class LatentAvatarDataManagerConfig(FullImageDatamanagerConfig):
     """Keep decoded frames on the training device ("gpu") or in host memory ("cpu")."""
     cache_images_type: Literal["uint8", "float32"] = "uint8"
     """uint8 keeps 4x more frames in memory; they are converted per batch."""
+    rare_frame_sampling: float = 0.0
+    """Draw frames with rare expressions more often: each frame's chance is 1 + this × its rarity, the
+    distance of its face crop to its nearest neighbours' over the average of that (``data/rarity.py``).
+    A video shows its common expressions most of the time, and the code learns what it sees often; this
+    tilts the steps toward the open mouths and winks that few frames show. 0 draws every frame once per
+    epoch."""
 
 
 class LatentAvatarDataManager(FullImageDatamanager[LatentAvatarDataset]):
@@ -70,16 +77,32 @@ class LatentAvatarDataManager(FullImageDatamanager[LatentAvatarDataset]):
         return items
 
     def sample_train_cameras(self) -> List[int]:
-        """The next epoch's training images in a random order (with several processes, this rank's share)."""
+        """The next epoch's training images in a random order (with several processes, this rank's share).
+
+        With ``rare_frame_sampling`` an epoch is as many draws, with replacement, weighted by rarity.
+        """
         world = world_size()
-        if world == 1:
+        if world == 1 and self.config.rare_frame_sampling <= 0:
             return super().sample_train_cameras()
         # Seeded by the epoch, not drawn from a shared generator: ranks finish their shares at different
-        # steps when other views of a moment come along, and must still cut the same permutation.
+        # steps when other views of a moment come along, and must still cut the same draw.
         self._epoch = getattr(self, "_epoch", -1) + 1
-        order = list(range(len(self.train_dataset)))
-        random.Random(f"{self.config.train_cameras_sampling_seed}:{self._epoch}").shuffle(order)
+        rng = random.Random(f"{self.config.train_cameras_sampling_seed}:{self._epoch}")
+        frames = list(range(len(self.train_dataset)))
+        if self.config.rare_frame_sampling > 0:
+            order = rng.choices(frames, weights=self._draw_weights, k=len(frames))
+        else:
+            order = frames
+            rng.shuffle(order)
         return order[rank()::world] or [order[rank() % len(order)]]  # fewer frames than ranks: one frame each
+
+    @cached_property
+    def _draw_weights(self) -> List[float]:
+        """Each training image's relative chance of being drawn (``rare_frame_sampling``)."""
+        weights = draw_weights(self._train_stack["encoder_crop"].cpu(), self.config.rare_frame_sampling)
+        CONSOLE.log(f"Rare-frame sampling: the rarest frame is drawn {float(weights.max() / weights.min()):.1f}x "
+                    "as often as the most common")
+        return weights.tolist()
 
     @cached_property
     def _train_stack(self) -> Dict[str, torch.Tensor]:

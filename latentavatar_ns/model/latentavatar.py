@@ -44,6 +44,11 @@ class LatentAvatarModelConfig(ModelConfig):
     """Widths of the encoder's stride-2 convs."""
     code_dim: int = 256
     """Expression code size (the encoder's output)."""
+    code_normalisation: Literal["sample", "frames"] = "sample"
+    """How the encoder's output is normalised: per sample over its channels (the official release), or
+    that and then each channel over the training frames, with running estimates (not in the paper).
+    Per-sample codes keep what all frames share, which can grow until every expression gets nearly the
+    same code; per-frame standardisation keeps the differences between frames at unit scale."""
     theta_dim: int = 128
     """Person-specific code size (the mapping MLP's output, the generator's style)."""
     encoder_noise_std: float = 0.05
@@ -159,7 +164,8 @@ class LatentAvatarModel(Model):
     def populate_modules(self) -> None:
         super().populate_modules()
         cfg = self.config
-        self.encoder = ExpressionEncoder(cfg.encoder_crop_size, cfg.encoder_channels, cfg.code_dim)
+        self.encoder = ExpressionEncoder(cfg.encoder_crop_size, cfg.encoder_channels, cfg.code_dim,
+                                      cfg.code_normalisation)
         self.mapping = MappingMLP(cfg.code_dim, cfg.code_dim, cfg.theta_dim)
         self.generator = TriplaneGenerator(cfg.theta_dim, cfg.generator_channels, cfg.plane_channels,
                                            static_planes=cfg.static_planes, code_to_field=cfg.code_to_field)
