@@ -174,6 +174,25 @@ def test_warm_start_runs_on_a_new_run_only(synthetic_dataset: Path, tmp_path: Pa
     assert torch.equal(resumed.pipeline.model.encoder.fc.weight, warm)  # loaded, not fitted again
 
 
+def test_frame_normalised_codes_are_learned_saved_and_read_back_for_reenactment(synthetic_dataset: Path,
+                                                                                 tmp_path: Path):
+    from latentavatar_ns.reenact.avatar import load_avatar
+
+    trainer = tiny_trainer(synthetic_dataset, tmp_path, code_normalisation="frames")
+    norm = trainer.pipeline.model.encoder.frame_norm
+    for step in range(3):
+        trainer.train_iteration(step)
+    assert int(norm.num_batches) == 3 and not torch.equal(norm.var, torch.ones_like(norm.var))
+    trainer.config.save_config()
+    trainer.save_checkpoint(2)
+    avatar = load_avatar(trainer.config.get_base_dir() / "config.yml")
+    crops = torch.stack([trainer.pipeline.datamanager.cached_train[i]["encoder_crop"] for i in range(4)]).float()
+    crops = crops / 255.0 if crops.max() > 1 else crops
+    model = trainer.pipeline.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(avatar.encoder(crops), model.encoder(crops), atol=1e-5)
+
+
 def test_pose_refinement_moves_the_head_about_its_origin(synthetic_dataset: Path, tmp_path: Path):
     refine = HeadPoseRefinement(3)
     trainer = tiny_trainer(synthetic_dataset, tmp_path, pose_refinement=True)

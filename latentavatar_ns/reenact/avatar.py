@@ -104,7 +104,8 @@ def load_avatar(config_path: Path) -> Avatar:
     except TrainingError as err:
         raise ReenactError(f"cannot read the avatar's checkpoints: {err}") from None
     state = {key[len("module."):] if key.startswith("module.") else key: value for key, value in state.items()}
-    encoder = ExpressionEncoder(model_config.encoder_crop_size, model_config.encoder_channels, model_config.code_dim)
+    encoder = ExpressionEncoder(model_config.encoder_crop_size, model_config.encoder_channels, model_config.code_dim,
+                                model_config.code_normalisation)
     mapping = MappingMLP(model_config.code_dim, model_config.code_dim, model_config.theta_dim)
     for name, module in (("encoder", encoder), ("mapping", mapping)):
         prefix = f"_model.{name}."
