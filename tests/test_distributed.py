@@ -44,13 +44,14 @@ def _assert_same_state(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], n
 
 
 def test_two_processes_keep_one_model_and_one_code_table(synthetic_dataset: Path, tmp_path: Path) -> None:
-    """Two gloo ranks: the same weights, sampler grid and code table at the end; disjoint frames per epoch;
-    every training frame's row holds its last encoding, whichever rank made it."""
+    """Two gloo ranks: the same weights, sampler grid, code normalisation and code table at the end; disjoint
+    frames per epoch; every training frame's row holds its last encoding, whichever rank made it."""
     config = _config(synthetic_dataset, tmp_path, steps=30, sampler="occupancy", occupancy_warmup_steps=4,
-                     occupancy_update_every=4)
+                     occupancy_update_every=4, code_normalisation="frames")
     ranks = run(config, processes=2)
     _assert_same_state(ranks[0]["final"], ranks[1]["final"])  # parameters and every buffer, grid included
     assert torch.isfinite(ranks[0]["final"]["renderer.sampler.density"]).all()  # the grid was really updated
+    assert int(ranks[0]["final"]["encoder.frame_norm.num_batches"]) == 30  # the estimates were really updated
 
     first_epoch = [{int(row) for step in r["encoded"][:10] for row in step["rows"]} for r in ranks]
     assert len(first_epoch[0]) == len(first_epoch[1]) == 20 and not first_epoch[0] & first_epoch[1]

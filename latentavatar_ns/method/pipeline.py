@@ -27,7 +27,8 @@ from latentavatar_ns.data.dataset import LatentAvatarDataset
 from latentavatar_ns.data.regions import REGIONS
 from latentavatar_ns.model.latentavatar import LatentAvatarModel, LatentAvatarModelConfig
 from latentavatar_ns.model.warm_start import fit_crop_autoencoder
-from latentavatar_ns.utils.distributed import broadcast_state, check_ranks_agree, fingerprint, share_rows, world_size
+from latentavatar_ns.utils.distributed import (average_buffers, broadcast_state, check_ranks_agree, fingerprint,
+                                               share_rows, world_size)
 from latentavatar_ns.utils.ffmpeg import ensure_ffmpeg_on_path
 from latentavatar_ns.method.viewer_panel import ExpressionPanel
 
@@ -70,6 +71,8 @@ class LatentAvatarPipeline(VanillaPipeline):
         cameras, batch = self.datamanager.next_train(step)
         outputs = self._model(cameras, batch)
         share_rows(self.model.frame_codes, batch["code_idx"])
+        if self.model.encoder.frame_norm is not None:  # each rank's estimates moved by its own batch
+            average_buffers(self.model.encoder.frame_norm)
         metrics = self.model.get_metrics_dict(outputs, batch)
         return outputs, self.model.get_loss_dict(outputs, batch, metrics), metrics
 

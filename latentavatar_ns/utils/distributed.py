@@ -65,6 +65,18 @@ def broadcast_state(module: nn.Module) -> None:
         dist.broadcast(tensor.data, src=0)
 
 
+@torch.no_grad()
+def average_buffers(module: nn.Module) -> None:
+    """Average a module's floating-point buffers over the ranks: running statistics that each rank has
+    just updated from its own batch (the encoder's per-frame code normalisation)."""
+    if world_size() == 1:
+        return
+    for tensor in module.buffers():
+        if tensor.is_floating_point():
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            tensor /= world_size()
+
+
 def fingerprint(*parts: Any) -> str:
     """A short hash of the ``repr`` of ``parts`` (tensors by their values)."""
     digest = hashlib.sha1()
