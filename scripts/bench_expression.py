@@ -83,11 +83,9 @@ VARIANTS: Dict[str, List[str]] = {
     # rate instead of ten times it, so that the code-driven generator has to carry more of the detail.
     "encoder_lr3x": ["--optimizers.encoder.optimizer.lr", "3e-3"],
     "static_lr1x": ["--optimizers.static-planes.optimizer.lr", "1e-3"],
-    # The tri-plane generator and field three times faster: the part that must learn to draw what the code says.
-    "triplane_lr3x": ["--optimizers.triplane.optimizer.lr", "3e-3"],
     # Codes standardised per channel over the training frames, so that frames never share one code.
     "frame_norm": ["--pipeline.model.code-normalisation", "frames"],
-    # Frames whose face crop is far from its nearest neighbours' (rare expressions) drawn up to ~3x as often.
+    # Frames whose face crop is far from its nearest neighbours' (rare expressions) drawn more often: weight 1 + rarity.
     "rare_frames": ["--pipeline.datamanager.rare-frame-sampling", "1"],
     "static_planes": ["--pipeline.model.static-planes", "True"],
     # One more generator block: 128^2 planes instead of latentavatar-tiny's 64^2.

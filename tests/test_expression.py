@@ -186,8 +186,8 @@ def test_frame_normalised_codes_are_learned_saved_and_read_back_for_reenactment(
     trainer.config.save_config()
     trainer.save_checkpoint(2)
     avatar = load_avatar(trainer.config.get_base_dir() / "config.yml")
-    crops = torch.stack([trainer.pipeline.datamanager.cached_train[i]["encoder_crop"] for i in range(4)]).float()
-    crops = crops / 255.0 if crops.max() > 1 else crops
+    crops = torch.stack([trainer.pipeline.datamanager.cached_train[i]["encoder_crop"] for i in range(4)])
+    crops = crops.float() / 255.0 if crops.dtype == torch.uint8 else crops.float()
     model = trainer.pipeline.model.eval()
     with torch.no_grad():
         assert torch.allclose(avatar.encoder(crops), model.encoder(crops), atol=1e-5)
