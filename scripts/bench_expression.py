@@ -87,6 +87,8 @@ VARIANTS: Dict[str, List[str]] = {
     "frame_norm": ["--pipeline.model.code-normalisation", "frames"],
     # Frames whose face crop is far from its nearest neighbours' (rare expressions) drawn more often: weight 1 + rarity.
     "rare_frames": ["--pipeline.datamanager.rare-frame-sampling", "1"],
+    # The code also trained to reconstruct its crop (a decoder alongside), so that it keeps the whole expression.
+    "code_recon": ["--pipeline.model.code-reconstruction-weight", "1"],
     "static_planes": ["--pipeline.model.static-planes", "True"],
     # One more generator block: 128^2 planes instead of latentavatar-tiny's 64^2.
     "planes128": ["--pipeline.model.generator-channels", "64", "64", "64", "64", "32", "32"],

@@ -174,6 +174,38 @@ def test_warm_start_runs_on_a_new_run_only(synthetic_dataset: Path, tmp_path: Pa
     assert torch.equal(resumed.pipeline.model.encoder.fc.weight, warm)  # loaded, not fitted again
 
 
+def test_code_reconstruction_trains_the_encoder_and_its_decoder_and_nothing_else(synthetic_dataset: Path,
+                                                                                  tmp_path: Path):
+    from latentavatar_ns.model.warm_start import pixel_weights
+
+    plain = tiny_trainer(synthetic_dataset, tmp_path / "plain").pipeline.model
+    assert plain.crop_decoder is None
+    trainer = tiny_trainer(synthetic_dataset, tmp_path / "recon", code_reconstruction_weight=2.0,
+                           encoder_warm_start_steps=3)
+    model, datamanager = trainer.pipeline.model, trainer.pipeline.datamanager
+    # The warm start fitted the decoder that training goes on with (the same seed gives the same fresh one).
+    fresh = tiny_trainer(synthetic_dataset, tmp_path / "fresh", code_reconstruction_weight=2.0).pipeline.model
+    assert not torch.equal(model.crop_decoder.fc.weight, fresh.crop_decoder.fc.weight)
+    assert any(p is model.crop_decoder.fc.weight for p in model.get_param_groups()["encoder"])
+
+    cameras, batch = datamanager.next_train(0)
+    outputs = model(cameras, batch)
+    losses = model.get_loss_dict(outputs, batch)
+    assert "code_reconstruction_loss" not in plain.get_loss_dict(plain(cameras, batch), batch)
+    # L1 to the crop, weighted like the region losses, times the option's weight.
+    crops = batch["encoder_crop"].float()
+    weights = pixel_weights(crops.shape[-1], {"face": 1.0, "mouth": 1.0, "eyes": 1.0})
+    expected = 2.0 * ((outputs["crop_reconstruction"] - crops).abs() * weights).mean()
+    assert torch.allclose(losses["code_reconstruction_loss"], expected)
+    model.zero_grad()
+    losses["code_reconstruction_loss"].backward()
+    reached = {name.split(".")[0] for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert reached == {"encoder", "crop_decoder"}
+    model.eval()
+    item = datamanager.eval_dataset.get_data(0)
+    assert "crop_reconstruction" not in model.get_outputs(datamanager.eval_dataset.cameras[0:1], item)
+
+
 def test_frame_normalised_codes_are_learned_saved_and_read_back_for_reenactment(synthetic_dataset: Path,
                                                                                  tmp_path: Path):
     from latentavatar_ns.reenact.avatar import load_avatar

@@ -174,7 +174,7 @@ class LatentAvatarPipeline(VanillaPipeline):
             task = progress.add_task("", total=steps, loss="")
             losses = fit_crop_autoencoder(
                 self.model.encoder, cfg.code_dim, crops.to(self.device), steps, weights,
-                noise_std=cfg.encoder_noise_std,
+                noise_std=cfg.encoder_noise_std, decoder=self.model.crop_decoder,
                 progress=lambda step, loss: progress.update(task, completed=step + 1, loss=f"loss {loss:.4f}"))
         CONSOLE.print(f"Encoder warm start: crop autoencoder on {len(images)} frames, loss {losses[0]:.4f} -> "
                       f"{losses[-1]:.4f} in {steps} steps")

@@ -23,13 +23,15 @@ from latentavatar_ns.model.code_table import CodeSource, FrameCodeTable
 from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
 from latentavatar_ns.model.field import TriplaneField
 from latentavatar_ns.model.generator import TriplaneGenerator
-from latentavatar_ns.model.losses import as_float_image, region_crops, region_losses, targets
+from latentavatar_ns.model.losses import (as_float_image, crop_reconstruction_loss, region_crops, region_losses,
+                                         targets)
 from latentavatar_ns.model.lpips import load_lpips
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
 from latentavatar_ns.data.regions import REGIONS
 from latentavatar_ns.model.rendering import VolumeRenderer, cropped_cameras, resized_cameras
 from latentavatar_ns.model.sampling import make_sampler
 from latentavatar_ns.model.superres import SuperResolution
+from latentavatar_ns.model.warm_start import CropDecoder
 
 
 @dataclass
@@ -58,6 +60,12 @@ class LatentAvatarModelConfig(ModelConfig):
     frames' crops, the mouth and eyes weighted as the region losses weigh them (not in the paper). A
     random encoder leaves out expressions that cover few pixels; this starts it with codes that tell
     them apart. 0 starts from random weights, as the paper does."""
+    code_reconstruction_weight: float = 0.0
+    """Weight of an L1 between each training crop and its reconstruction from the code by a small decoder
+    trained alongside (the warm start's), the mouth and eyes weighted as the region losses weigh them (not
+    in the paper). The photometric losses ask the code only for what the generator already reads; this
+    keeps the whole expression in it, so that an encoder learning faster than the generator cannot drift
+    to crop features the generator has not learned to use. 0 leaves it out."""
     generator_channels: Tuple[int, ...] = (256, 256, 256, 256, 256, 192, 96)
     """Generator block widths at resolutions 4, 8, ...; the last block sets the plane resolution."""
     plane_channels: int = 32
@@ -174,6 +182,8 @@ class LatentAvatarModel(Model):
         self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale,
                                         style_dim=cfg.theta_dim if cfg.code_to_sr else 0)
         self.pose_refinement = HeadPoseRefinement(self.num_train_data) if cfg.pose_refinement else None
+        self.crop_decoder = CropDecoder(cfg.code_dim, cfg.encoder_crop_size) \
+            if cfg.code_reconstruction_weight > 0 else None
         metadata = self.kwargs.get("metadata", {})
         self.num_train_frames = int(metadata.get("num_train_frames", self.num_train_data))
         num_codes = self.num_train_frames + int(metadata.get("num_eval_frames", 0))
@@ -213,7 +223,8 @@ class LatentAvatarModel(Model):
     def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:
         static = self.generator.static_planes
         groups = {
-            "encoder": list(self.encoder.parameters()) + list(self.mapping.parameters()),
+            "encoder": list(self.encoder.parameters()) + list(self.mapping.parameters())
+            + (list(self.crop_decoder.parameters()) if self.crop_decoder is not None else []),
             "triplane": [p for p in self.generator.parameters() if p is not static] + list(self.field.parameters()),
             "superres": list(self.superres.parameters()),
         }
@@ -319,7 +330,10 @@ class LatentAvatarModel(Model):
             if self.pose_refinement is not None and batch is not None and "image_idx" in batch:
                 cameras = self.pose_refinement(cameras, torch.as_tensor(batch["image_idx"]).reshape(-1))
             window = self.training_window(cameras) if batch is not None and "image" in batch else None
-            return self.render_code(code, cameras, window)
+            out = self.render_code(code, cameras, window)
+            if self.crop_decoder is not None:
+                out["crop_reconstruction"] = self.crop_decoder(code)
+            return out
         if self.config.inference_dtype == "float32":
             return self.render_code(code, cameras)
         with torch.autocast(self.device.type, dtype=getattr(torch, self.config.inference_dtype)):
@@ -428,6 +442,9 @@ class LatentAvatarModel(Model):
         weights = dict(zip(REGIONS, (cfg.face_loss_weight, cfg.mouth_loss_weight, cfg.eye_loss_weight)))
         losses.update(region_losses(outputs, batch, image, image_low, weights,
                                     self.low_res_size(*batch["image"].shape[-3:-1]), cfg.sr_scale))
+        if "crop_reconstruction" in outputs:
+            losses["code_reconstruction_loss"] = cfg.code_reconstruction_weight * crop_reconstruction_loss(
+                outputs["crop_reconstruction"], batch["encoder_crop"], weights)
         if self.pose_refinement is not None and self.training and "image_idx" in batch:
             losses["pose_refinement_loss"] = cfg.pose_refinement_weight * self.pose_refinement.regularizer(
                 torch.as_tensor(batch["image_idx"]).reshape(-1))

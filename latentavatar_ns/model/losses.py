@@ -1,4 +1,5 @@
-"""What the model's outputs are compared with: ground truth at both resolutions, and L1 in face regions.
+"""What the model's outputs are compared with: ground truth at both resolutions, L1 in face regions, and
+the face crop its code is read from.
 
 With patch-wise training the outputs cover a window of the frame (``outputs["window"]``: top, left,
 size in low-res pixels); the targets and the region masks are cut to the same window.
@@ -14,6 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from latentavatar_ns.data.regions import REGIONS, box_masks, masked_l1
+from latentavatar_ns.model.warm_start import pixel_weights
 
 
 def as_float_image(image: Tensor) -> Tensor:
@@ -73,6 +75,18 @@ def region_losses(outputs: Dict[str, Tensor], batch: Dict, image: Tensor, image_
         losses[f"{name}_loss"] = weight * (masked_l1(outputs["rgb"], image, mask)
                                            + masked_l1(outputs["rgb_low"], image_low, mask_low))
     return losses
+
+
+def crop_reconstruction_loss(reconstruction: Float[Tensor, "B 3 S S"], crops: Float[Tensor, "B 3 s s"],
+                             region_weights: Dict[str, float]) -> Tensor:
+    """L1 between the face crops (resized to the reconstruction's side) and their reconstruction from the
+    code, weighted per pixel by ``pixel_weights``: 1, plus each region's weight inside its box."""
+    size = reconstruction.shape[-1]
+    crops = as_float_image(crops.to(reconstruction.device))
+    if crops.shape[-1] != size:
+        crops = F.interpolate(crops, size=size, mode="area")
+    weights = pixel_weights(size, region_weights).to(reconstruction.device)
+    return ((reconstruction - crops).abs() * weights).mean()
 
 
 def region_crops(image: Float[Tensor, "B H W 3"], boxes: Float[Tensor, "B R 4"], region: int,

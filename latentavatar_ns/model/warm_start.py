@@ -5,7 +5,8 @@ crop, and the generator has to learn what to draw while the encoder learns what 
 Expressions that cover few pixels (blinks, a smile's corners) then never enter the code. Fitted
 first as an autoencoder of the training crops, with the mouth and the eyes weighted as the region
 losses weigh them, the encoder starts training with codes that already tell those frames apart. The
-decoder is thrown away; only the encoder's weights are kept.
+decoder is thrown away, unless the model trains one alongside (``code_reconstruction_weight``), which
+the warm start then fits.
 """
 
 from __future__ import annotations
@@ -54,16 +55,16 @@ def pixel_weights(crop_size: int, region_weights: Dict[str, float]) -> Float[Ten
 
 def fit_crop_autoencoder(encoder: nn.Module, code_dim: int, crops: Float[Tensor, "N 3 S S"], steps: int,
                          region_weights: Dict[str, float], batch_size: int = 32, lr: float = 1e-3,
-                         noise_std: float = 0.0, progress: Optional[Callable[[int, float], None]] = None
-                         ) -> List[float]:
-    """Fit ``encoder`` (crops -> codes) with a fresh decoder to reconstruct ``crops``.
+                         noise_std: float = 0.0, progress: Optional[Callable[[int, float], None]] = None,
+                         decoder: Optional[CropDecoder] = None) -> List[float]:
+    """Fit ``encoder`` (crops -> codes) with ``decoder`` (a fresh one if None) to reconstruct ``crops``.
 
     The loss is L1 weighted per pixel by ``pixel_weights``; ``noise_std`` adds the training noise
     the encoder also sees in training. Returns the loss of every step; ``progress(step, loss)`` is
     called after each.
     """
     crop_size = crops.shape[-1]
-    decoder = CropDecoder(code_dim, crop_size).to(crops.device)
+    decoder = CropDecoder(code_dim, crop_size).to(crops.device) if decoder is None else decoder
     weights = pixel_weights(crop_size, region_weights).to(crops.device)
     optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=lr)
     losses = []
