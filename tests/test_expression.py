@@ -199,7 +199,8 @@ def test_code_reconstruction_trains_the_encoder_and_its_decoder_and_nothing_else
     assert torch.allclose(losses["code_reconstruction_loss"], expected)
     model.zero_grad()
     losses["code_reconstruction_loss"].backward()
-    reached = {name.split(".")[0] for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    reached = {name.split(".")[0] for name, p in model.named_parameters()
+               if p.grad is not None and p.grad.abs().sum() > 0}
     assert reached == {"encoder", "crop_decoder"}
     model.eval()
     item = datamanager.eval_dataset.get_data(0)
