@@ -87,6 +87,7 @@ VARIANTS: Dict[str, List[str]] = {
     "frame_norm": ["--pipeline.model.code-normalisation", "frames"],
     # Frames whose face crop is far from its nearest neighbours' (rare expressions) drawn more often: weight 1 + rarity.
     "rare_frames": ["--pipeline.datamanager.rare-frame-sampling", "1"],
+    "rare_frames_half": ["--pipeline.datamanager.rare-frame-sampling", "0.5"],
     # The code also trained to reconstruct its crop (a decoder alongside), so that it keeps the whole expression.
     "code_recon": ["--pipeline.model.code-reconstruction-weight", "1"],
     "static_planes": ["--pipeline.model.static-planes", "True"],
