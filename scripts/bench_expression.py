@@ -115,6 +115,7 @@ CASES: Dict[str, Case] = {
     "smooth": Case(identity=0),
     "detailed": Case(identity=1, detail=True),
     "detailed_seed1": Case(identity=2, detail=True, seed=1),
+    "detailed_seed2": Case(identity=3, detail=True, seed=2),
     "detailed_pose_noise": Case(identity=1, detail=True, pose_noise=True),
     "real_clip": Case(real=True),
 }
