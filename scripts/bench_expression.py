@@ -85,7 +85,8 @@ VARIANTS: Dict[str, List[str]] = {
     "static_lr1x": ["--optimizers.static-planes.optimizer.lr", "1e-3"],
     # Codes standardised per channel over the training frames, so that frames never share one code.
     "frame_norm": ["--pipeline.model.code-normalisation", "frames"],
-    # Frames whose face crop is far from its nearest neighbours' (rare expressions) drawn more often: weight 1 + rarity.
+    # Frames whose face crop is far from its nearest neighbours' (rare expressions) drawn more often: weight
+    # 1 + rarity, or 1 + rarity / 2.
     "rare_frames": ["--pipeline.datamanager.rare-frame-sampling", "1"],
     "rare_frames_half": ["--pipeline.datamanager.rare-frame-sampling", "0.5"],
     # The code also trained to reconstruct its crop (a decoder alongside), so that it keeps the whole expression.
