@@ -11,7 +11,7 @@ import torch
 from trainers import tiny_trainer
 
 from latentavatar_ns.model.generator import TriplaneGenerator
-from latentavatar_ns.model.losses import region_losses
+from latentavatar_ns.model.losses import as_float_image, region_losses
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
 from latentavatar_ns.model.superres import SuperResolution
 from latentavatar_ns.data.regions import REGIONS, box_masks, masked_l1, pixel_box
@@ -219,8 +219,8 @@ def test_frame_normalised_codes_are_learned_saved_and_read_back_for_reenactment(
     trainer.config.save_config()
     trainer.save_checkpoint(2)
     avatar = load_avatar(trainer.config.get_base_dir() / "config.yml")
-    crops = torch.stack([trainer.pipeline.datamanager.cached_train[i]["encoder_crop"] for i in range(4)])
-    crops = crops.float() / 255.0 if crops.dtype == torch.uint8 else crops.float()
+    crops = as_float_image(torch.stack([trainer.pipeline.datamanager.cached_train[i]["encoder_crop"]
+                                        for i in range(4)]))
     model = trainer.pipeline.model.eval()
     with torch.no_grad():
         assert torch.allclose(avatar.encoder(crops), model.encoder(crops), atol=1e-5)
