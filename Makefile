@@ -32,8 +32,9 @@ lint: setup
 	$(BIN)/ruff check latentavatar_ns scripts tests
 	$(BIN)/mypy latentavatar_ns
 
+# --durations: the slowest tests in every CI log, where the suite's time goes.
 test: setup browser lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 bench: setup
 	$(BIN)/python scripts/bench_quality.py

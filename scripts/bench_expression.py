@@ -1,6 +1,6 @@
 """Expressiveness benchmark: does the avatar render each frame's own expression, and not its pose error?
 
-    python scripts/bench_expression.py [--iterations 2000] [--variants baseline region_losses] [--cases detailed smooth]
+    python scripts/bench_expression.py [--iterations 3000] [--variants baseline region_losses] [--cases detailed smooth]
 
 Every variant is the real ``ns-train`` run of ``--method`` with a few options changed (``VARIANTS``),
 trained on each case (``CASES``): synthetic heads, smooth or with the detail a real face has
@@ -141,7 +141,7 @@ class BenchExpression:
     """Which of VARIANTS to train (``a+b`` combines two); the first is the reference of every delta."""
     cases: List[str] = field(default_factory=lambda: ["detailed", "smooth"])
     """Which of CASES to train on."""
-    iterations: int = 2000
+    iterations: int = 3000
     """Training steps per run (the demo's budget)."""
     num_frames: int = 150
     """Synthetic frames (the last 15% held out)."""

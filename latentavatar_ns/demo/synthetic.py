@@ -22,7 +22,7 @@ class DemoConfig:
     """Frames of synthetic video (the last 15% are held out)."""
     resolution: int = 128
     """Frame side in pixels (latentavatar-tiny renders at a quarter of this and super-resolves)."""
-    iterations: int = 2000
+    iterations: int = 3000
     """Training steps."""
     device: str = "cpu"
     """Training device type: cpu or cuda."""

@@ -33,7 +33,7 @@ class DemoVideoConfig:
     """Use every N-th frame."""
     max_frames: Optional[int] = None
     """Stop after this many frames."""
-    iterations: int = 2000
+    iterations: int = 3000
     """Training steps."""
     device: str = "cpu"
     """Training device type: cpu or cuda."""
