@@ -299,6 +299,11 @@ def _train_all(cfg: BenchExpression, jobs: List[tuple], runs: Path) -> Dict[str,
 
 def _score(config: Path, data: Path, cfg: BenchExpression, scorer: RegionScorer, sheet: Path) -> Dict:
     _, pipeline, _, _ = eval_setup(config, test_mode="test")
+    return _score_pipeline(pipeline, data, cfg, scorer, sheet)
+
+
+def _score_pipeline(pipeline, data: Path, cfg: BenchExpression, scorer: RegionScorer, sheet: Path) -> Dict:
+    """Every score of one trained avatar on its dataset ``data``, and its contact sheet."""
     boxes_of = _boxes_of(data)
     n_train = len(pipeline.datamanager.train_dataset)
     n_eval = len(pipeline.datamanager.eval_dataset)
