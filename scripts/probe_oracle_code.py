@@ -1,6 +1,6 @@
 """Can the avatar draw an expression when its code is exact? The expressiveness benchmark with a perfect encoder.
 
-    python scripts/probe_oracle_code.py --case detailed [--iterations 3000] [--work-dir bench_work]
+    python scripts/probe_oracle_code.py --case detailed [--bench.iterations 3000] [--work-dir DIR]
 
 ``latentavatar-tiny``, with its defaults, is trained in-process on a synthetic case of
 ``bench_expression.py``, except that the expression encoder is replaced by an oracle: each frame's code
@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import platform
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Optional, Type
+from typing import ClassVar, Dict, Optional, Type
 
 import numpy as np
 import torch
@@ -73,16 +74,16 @@ class OracleCodeModel(LatentAvatarModel):
 class ProbeOracleCode:
     case: str = "detailed"
     """A synthetic case of bench_expression.py (its ground-truth expressions are the oracle's input)."""
-    iterations: int = 3000
-    """Training steps (bench_expression.py's budget, so that its default run is the reference)."""
-    work_dir: Path = Path("bench_work")
-    """Datasets (shared with bench_expression.py's --work-dir: an existing one is reused) and the run."""
+    work_dir: Optional[Path] = None
+    """Keep the dataset and the run here (default: a temporary folder); bench_expression.py's --work-dir
+    shares its datasets: an existing one is reused."""
     output: Optional[Path] = None
     """Where the numbers go (default bench/expression_oracle_code_<case>.json); the contact sheet goes beside it."""
     seed: int = 0
     """Torch seed of the run."""
     bench: BenchExpression = field(default_factory=BenchExpression)
-    """Scoring and dataset options, as in bench_expression.py (frames, resolution, training frames scored)."""
+    """Budget, dataset and scoring options, as in bench_expression.py (steps, frames, resolution, training
+    frames scored)."""
 
 
 def _standardised(data: Path) -> Float[Tensor, "N K"]:
@@ -108,8 +109,17 @@ def main() -> None:
         raise SystemExit(f"error: --case {cfg.case}: not a synthetic case of bench_expression.py "
                          f"({[name for name, case in CASES.items() if not case.real]})")
     output = cfg.output or Path(f"bench/expression_oracle_code_{cfg.case}.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        report = _run(cfg, cfg.work_dir if cfg.work_dir is not None else Path(tmp), output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report["summary"], indent=1))
+
+
+def _run(cfg: ProbeOracleCode, work: Path, output: Path) -> Dict:
+    """Train the oracle-coded avatar in ``work`` and score it; the report, with its contact sheet beside ``output``."""
     bench = cfg.bench
-    data = _make_case(cfg.case, CASES[cfg.case], bench, cfg.work_dir)
+    data = _make_case(cfg.case, CASES[cfg.case], bench, work)
     expressions = _standardised(data)
     OracleCodeModel.num_parameters = expressions.shape[1]
 
@@ -117,10 +127,10 @@ def main() -> None:
     model_target: Type = OracleCodeModel
     config.pipeline.model._target = model_target
     config.pipeline.datamanager.data = data
-    config.output_dir, config.experiment_name = cfg.work_dir / "runs", f"{cfg.case}__oracle_code"
+    config.output_dir, config.experiment_name = work / "runs", f"{cfg.case}__oracle_code"
     config.vis = "tensorboard"
     config.timestamp, config.overwrite, config.fit_blendshape_mapping = "run", True, False
-    config.max_num_iterations, config.steps_per_eval_image = cfg.iterations, max(cfg.iterations // 4, 1)
+    config.max_num_iterations, config.steps_per_eval_image = bench.iterations, max(bench.iterations // 4, 1)
     config.machine.device_type, config.viewer.quit_on_train_completion = bench.device, True
     torch.manual_seed(cfg.seed)
     trainer = config.setup()
@@ -139,16 +149,13 @@ def main() -> None:
     result = _score_pipeline(pipeline, data, bench, scorer, sheets / f"{cfg.case}__oracle_code.png")
     result["train_seconds"] = seconds
     results = {cfg.case: {"oracle_code": result}}
-    report = {
-        "config": {k: str(v) for k, v in asdict(cfg).items() if k not in ("work_dir", "bench")},
+    return {
+        "config": {"case": cfg.case, "iterations": str(bench.iterations), "output": str(output), "seed": str(cfg.seed)},
         "device": f"cpu ({platform.processor() or 'x86_64'}, {torch.get_num_threads()} threads)",
         "expression_parameters": json.loads((data / "synth.json").read_text())["expression_keys"],
         "summary": _summary(results, "oracle_code"),
         "results": results,
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report["summary"], indent=1))
 
 
 if __name__ == "__main__":
