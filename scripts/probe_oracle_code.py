@@ -30,7 +30,6 @@ import torch
 import tyro
 from jaxtyping import Float
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from bench_expression import CASES, BenchExpression, _expressions, _make_case, _score_pipeline, _summary
 from latentavatar_ns.evaluation.expressiveness import RegionScorer
@@ -97,10 +96,8 @@ def _standardised(data: Path) -> Float[Tensor, "N K"]:
 
 def _clean_crops(model: LatentAvatarModel, datasets) -> Float[Tensor, "N 3 S S"]:
     """Every frame's face crop as the encoder sees it, noise-free (training frames first)."""
-    size = model.config.encoder_crop_size
     crops = [dataset.get_data(i)["encoder_crop"] for dataset in datasets for i in range(len(dataset))]
-    stacked = torch.stack(crops).float()
-    return F.interpolate(stacked, size=size, mode="area") if stacked.shape[-1] != size else stacked
+    return model.encoder_crops(torch.stack(crops))
 
 
 def main() -> None:

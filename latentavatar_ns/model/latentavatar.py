@@ -271,10 +271,15 @@ class LatentAvatarModel(Model):
     # ------------------------------------------------------------------------------------------
     # Codes
 
-    def encode(self, crops: Float[Tensor, "B 3 S S"]) -> Float[Tensor, "B D"]:
+    def encoder_crops(self, crops: Float[Tensor, "B 3 S S"]) -> Float[Tensor, "B 3 C C"]:
+        """Face crops of any side as the encoder takes them: float, ``encoder_crop_size`` square."""
         crops = crops.float()
         if crops.shape[-1] != self.config.encoder_crop_size:
             crops = F.interpolate(crops, size=self.config.encoder_crop_size, mode="area")
+        return crops
+
+    def encode(self, crops: Float[Tensor, "B 3 S S"]) -> Float[Tensor, "B D"]:
+        crops = self.encoder_crops(crops)
         if self.training and self.config.encoder_noise_std > 0:
             crops = crops + torch.randn_like(crops) * self.config.encoder_noise_std
         return self.encoder(crops)
