@@ -103,6 +103,37 @@ def test_code_to_field_starts_as_the_paper_generator_and_shifts_every_texel():
     assert torch.equal(shift[:, 1:], torch.zeros_like(shift[:, 1:]))
 
 
+def test_expression_planes_start_as_the_paper_generator_and_change_only_their_texels():
+    torch.manual_seed(0)
+    paper = TriplaneGenerator(16, (16, 16, 8), plane_channels=4)
+    torch.manual_seed(0)
+    blended = TriplaneGenerator(16, (16, 16, 8), plane_channels=4, expression_planes=3)
+    assert blended.expression_planes.shape == (3, 3, 4, 16, 16)
+    theta = torch.randn(2, 16)
+    assert torch.equal(paper(theta), blended(theta))
+    with torch.no_grad():
+        blended.expression_planes[1, 2, 0, 5, 7] = 1.0  # one texel of one basis
+    shift = blended(theta) - paper(theta)
+    weights = blended.to_expression_weights(theta)  # (B, K)
+    assert torch.allclose(shift[:, 2, 0, 5, 7], weights[:, 1], atol=1e-6)  # each code its own amount
+    shift[:, 2, 0, 5, 7] = 0
+    assert torch.equal(shift, torch.zeros_like(shift))  # nothing else moved
+    blended(theta)[:, 2, 0, 5, 7].sum().backward()
+    grad = blended.expression_planes.grad
+    assert torch.allclose(grad[:, 2, 0, 5, 7], weights.detach().sum(0)) and int((grad != 0).sum()) == 3
+    assert blended.to_expression_weights.weight.grad.abs().sum() > 0  # the weights learn once a basis is non-zero
+
+
+def test_expression_planes_take_their_own_optimizer_group(synthetic_dataset: Path, tmp_path: Path):
+    trainer = tiny_trainer(synthetic_dataset, tmp_path, expression_planes=2)
+    groups = trainer.pipeline.model.get_param_groups()
+    bases = trainer.pipeline.model.generator.expression_planes
+    assert groups["expression_planes"] == [bases]
+    assert all(p is not bases for name, params in groups.items() if name != "expression_planes" for p in params)
+    assert trainer.optimizers.optimizers["expression_planes"].param_groups[0]["lr"] == \
+        trainer.optimizers.optimizers["static_planes"].param_groups[0]["lr"]
+
+
 def test_code_to_sr_starts_as_the_plain_head_and_lets_theta_change_the_image():
     torch.manual_seed(0)
     plain = SuperResolution(8, 16, scale=2)

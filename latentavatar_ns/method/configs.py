@@ -33,6 +33,8 @@ def _adam(lr: float) -> Dict[str, Dict]:
     groups["proposal"] = {"optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15), "scheduler": None}
     # The learned tri-plane of --pipeline.model.static-planes: texels, fitted directly, take a larger step.
     groups["static_planes"] = {"optimizer": AdamOptimizerConfig(lr=10 * lr, eps=1e-15), "scheduler": None}
+    # The expression bases of --pipeline.model.expression-planes are texels too.
+    groups["expression_planes"] = {"optimizer": AdamOptimizerConfig(lr=10 * lr, eps=1e-15), "scheduler": None}
     # Per-frame head-pose corrections of --pipeline.model.pose-refinement: each frame's pair of parameters
     # is updated only when the frame is drawn, so they take the tri-plane's step size.
     groups["pose_refinement"] = {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": None}

@@ -71,6 +71,12 @@ class TriplaneGenerator(nn.Module):
     everywhere. Since the field sums the three planes' samples, this adds the projected code to every
     sample's feature: the code reaches the density and feature MLPs directly, as NeRFace conditions its
     MLP on the expression, beside the path through the convolutions.
+
+    With ``expression_planes`` K > 0 (not in the paper) K learned tri-planes are added as well, each
+    weighted by a linear function of theta: blend shapes of the tri-plane, as NeRFBlendShape blends
+    expression bases of a voxel grid. Like the static planes they are fitted texel by texel, so a change
+    confined to a few texels (an eyelid, the lips) is learned directly rather than through convolutions
+    whose styles act on a whole channel at once.
     """
 
     def __init__(
@@ -80,6 +86,7 @@ class TriplaneGenerator(nn.Module):
         plane_channels: int = 32,
         static_planes: bool = False,
         code_to_field: bool = False,
+        expression_planes: int = 0,
     ):
         super().__init__()
         self.start = nn.ConvTranspose2d(style_dim, channels[0], kernel_size=4)
@@ -94,6 +101,11 @@ class TriplaneGenerator(nn.Module):
         self.resolution = 4 * 2 ** (len(channels) - 1)
         r = self.resolution
         self.static_planes = nn.Parameter(torch.zeros(1, 3, plane_channels, r, r)) if static_planes else None
+        # Zero bases: the generator starts as the paper's; the weights' map starts random, so every basis
+        # receives a gradient from the first step.
+        self.expression_planes = nn.Parameter(torch.zeros(expression_planes, 3, plane_channels, r, r)) \
+            if expression_planes > 0 else None
+        self.to_expression_weights = nn.Linear(style_dim, expression_planes) if expression_planes > 0 else None
         self.code_to_field = nn.Linear(style_dim, plane_channels) if code_to_field else None
         if self.code_to_field is not None:  # start as the paper's generator
             nn.init.zeros_(self.code_to_field.weight)
@@ -109,4 +121,7 @@ class TriplaneGenerator(nn.Module):
         if self.code_to_field is not None:
             shift = self.code_to_field(theta)[:, None, :, None, None]  # (B, 1, C, 1, 1): the same at every texel
             planes = torch.cat([planes[:, :1] + shift, planes[:, 1:]], dim=1)
+        if self.expression_planes is not None and self.to_expression_weights is not None:
+            weights = self.to_expression_weights(theta)  # (B, K)
+            planes = planes + torch.einsum("bk,kpcxy->bpcxy", weights, self.expression_planes)
         return planes if self.static_planes is None else planes + self.static_planes

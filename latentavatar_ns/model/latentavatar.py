@@ -78,6 +78,11 @@ class LatentAvatarModelConfig(ModelConfig):
     """Also feed a projection of theta straight to the field's MLPs (added to every sample's plane feature),
     beside the generator (not in the paper; NeRFace conditions its MLP this way). The generator must
     learn to draw every expression-dependent change; this gives the code a short path to the field."""
+    expression_planes: int = 0
+    """Add this many learned tri-planes to the generator's output, each weighted by a linear function of theta
+    (not in the paper; NeRFBlendShape blends expression bases this way). The generator's styles act on whole
+    channels, so a change confined to a few texels (a blink, the lips) is slow to learn through them; bases
+    fitted texel by texel, at the static planes' step size, learn it directly. 0 leaves them out."""
     code_to_sr: bool = False
     """Also steer the super-resolution head with theta (adaptive instance norm; not in the paper, whose head
     sees only the rendered features; EG3D's takes its latent this way). Blinks and gaze cover one or two
@@ -176,7 +181,8 @@ class LatentAvatarModel(Model):
                                       cfg.code_normalisation)
         self.mapping = MappingMLP(cfg.code_dim, cfg.code_dim, cfg.theta_dim)
         self.generator = TriplaneGenerator(cfg.theta_dim, cfg.generator_channels, cfg.plane_channels,
-                                           static_planes=cfg.static_planes, code_to_field=cfg.code_to_field)
+                                           static_planes=cfg.static_planes, code_to_field=cfg.code_to_field,
+                                           expression_planes=cfg.expression_planes)
         self.field = TriplaneField(cfg.plane_channels, cfg.field_hidden_dim, cfg.feature_dim)
         self.renderer = VolumeRenderer(self.scene_box, make_sampler(cfg, self.scene_box.aabb))
         self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale,
@@ -221,15 +227,18 @@ class LatentAvatarModel(Model):
         return net.to(self.device) if net is not None else None
 
     def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:
-        static = self.generator.static_planes
+        static, bases = self.generator.static_planes, self.generator.expression_planes
         groups = {
             "encoder": list(self.encoder.parameters()) + list(self.mapping.parameters())
             + (list(self.crop_decoder.parameters()) if self.crop_decoder is not None else []),
-            "triplane": [p for p in self.generator.parameters() if p is not static] + list(self.field.parameters()),
+            "triplane": [p for p in self.generator.parameters() if p is not static and p is not bases]
+            + list(self.field.parameters()),
             "superres": list(self.superres.parameters()),
         }
         if static is not None:
             groups["static_planes"] = [static]
+        if bases is not None:
+            groups["expression_planes"] = [bases]
         proposal = list(self.renderer.sampler.parameters())
         if proposal:
             groups["proposal"] = proposal
