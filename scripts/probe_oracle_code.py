@@ -80,6 +80,9 @@ class ProbeOracleCode:
     """Where the numbers go (default bench/expression_oracle_code_<case>.json); the contact sheet goes beside it."""
     seed: int = 0
     """Torch seed of the run."""
+    expression_planes: int = 0
+    """Tri-plane blend shapes of the avatar (``--pipeline.model.expression-planes``): with an exact code, do
+    texel-wise bases let the renderer draw what the convolutions alone do not?"""
     bench: BenchExpression = field(default_factory=BenchExpression)
     """Budget, dataset and scoring options, as in bench_expression.py (steps, frames, resolution, training
     frames scored)."""
@@ -124,7 +127,9 @@ def _run(cfg: ProbeOracleCode, work: Path, output: Path) -> Dict:
     model_target: Type = OracleCodeModel
     config.pipeline.model._target = model_target
     config.pipeline.datamanager.data = data
-    config.output_dir, config.experiment_name = work / "runs", f"{cfg.case}__oracle_code"
+    config.pipeline.model.expression_planes = cfg.expression_planes
+    name = "oracle_code" + (f"+expression_planes{cfg.expression_planes}" if cfg.expression_planes else "")
+    config.output_dir, config.experiment_name = work / "runs", f"{cfg.case}__{name}"
     config.vis = "tensorboard"
     config.timestamp, config.overwrite, config.fit_blendshape_mapping = "run", True, False
     config.max_num_iterations, config.steps_per_eval_image = bench.iterations, max(bench.iterations // 4, 1)
@@ -143,14 +148,15 @@ def _run(cfg: ProbeOracleCode, work: Path, output: Path) -> Dict:
     scorer = RegionScorer(load_lpips("alex", required=False))
     sheets = output.parent / f"{output.stem}_sheets"
     sheets.mkdir(parents=True, exist_ok=True)
-    result = _score_pipeline(pipeline, data, bench, scorer, sheets / f"{cfg.case}__oracle_code.png")
+    result = _score_pipeline(pipeline, data, bench, scorer, sheets / f"{cfg.case}__{name}.png")
     result["train_seconds"] = seconds
-    results = {cfg.case: {"oracle_code": result}}
+    results = {cfg.case: {name: result}}
     return {
-        "config": {"case": cfg.case, "iterations": str(bench.iterations), "output": str(output), "seed": str(cfg.seed)},
+        "config": {"case": cfg.case, "iterations": str(bench.iterations), "output": str(output), "seed": str(cfg.seed),
+                   "expression_planes": str(cfg.expression_planes)},
         "device": f"cpu ({platform.processor() or 'x86_64'}, {torch.get_num_threads()} threads)",
         "expression_parameters": json.loads((data / "synth.json").read_text())["expression_keys"],
-        "summary": _summary(results, "oracle_code"),
+        "summary": _summary(results, name),
         "results": results,
     }
 
