@@ -101,6 +101,9 @@ VARIANTS: Dict[str, List[str]] = {
     # One more generator block: 128^2 planes instead of latentavatar-tiny's 64^2.
     # Tri-plane blend shapes beside the generator: 16 bases weighted by a linear map of theta.
     "expression_planes16": ["--pipeline.model.expression-planes", "16"],
+    "expression_planes8": ["--pipeline.model.expression-planes", "8"],
+    # The bases at the networks' step size instead of the static planes' ten times it.
+    "expression_lr1x": ["--optimizers.expression-planes.optimizer.lr", "1e-3"],
     "planes128": ["--pipeline.model.generator-channels", "64", "64", "64", "64", "32", "32"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several (``static_planes+lpips_alex+region_losses``
