@@ -176,8 +176,27 @@ def test_paper_config_numbers():
     assert not model.static_planes and not default_config().pipeline.model.static_planes
     tiny = tiny_config().pipeline.model
     assert tiny.static_planes and (tiny.lpips_loss_weight, tiny.lpips_loss_net) == (0.1, "alex")
+    assert all(group["optimizer"].fused for group in cfg.optimizers.values())
     # The region losses leave the architecture alone: latentavatar's default too, off in the paper's loss.
     assert (model.face_loss_weight, model.mouth_loss_weight, model.eye_loss_weight) == (0.0, 0.0, 0.0)
     for losses in (default_config().pipeline.model, tiny):
         assert (losses.face_loss_weight, losses.mouth_loss_weight, losses.eye_loss_weight) == (1.0, 1.0, 1.0)
     assert model.sampler == "uniform" and default_config().pipeline.model.sampler == "proposal"  # bench/sampling.json
+
+
+def test_fused_adam_config_takes_the_same_steps_as_the_loop():
+    from latentavatar_ns.method.optimizers import FusedAdamOptimizerConfig
+
+    torch.manual_seed(0)
+    start, grads = torch.randn(3, 4, 5), [torch.randn(3, 4, 5) for _ in range(3)]
+    finals = []
+    for fused in (False, True):
+        param = torch.nn.Parameter(start.clone())
+        optimizer = FusedAdamOptimizerConfig(lr=1e-2, eps=1e-15, fused=fused).setup([param])
+        assert optimizer.defaults["fused"] is fused
+        for grad in grads:
+            param.grad = grad.clone()
+            optimizer.step()
+        finals.append(param.detach())
+    assert not torch.equal(finals[0], start)
+    assert torch.allclose(finals[0], finals[1], atol=1e-6)

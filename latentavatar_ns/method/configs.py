@@ -9,12 +9,12 @@ from typing import Dict, cast
 
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
-from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from latentavatar_ns.data.datamanager import LatentAvatarDataManagerConfig
 from latentavatar_ns.data.dataparser import LatentAvatarDataParserConfig
 from latentavatar_ns.model.latentavatar import LatentAvatarModelConfig
+from latentavatar_ns.method.optimizers import FusedAdamOptimizerConfig
 from latentavatar_ns.method.pipeline import LatentAvatarPipelineConfig
 from latentavatar_ns.method.trainer import LatentAvatarTrainerConfig
 from latentavatar_ns.utils.errors import install_excepthook
@@ -28,16 +28,16 @@ install_excepthook()
 def _adam(lr: float) -> Dict[str, Dict]:
     # Constant learning rates, no scheduler: the paper's Adam 1e-4, and no numpy floats in checkpoints.
     # The proposal network's hash grid (sampler "proposal") learns at nerfacto's rate.
-    groups = {group: {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-8), "scheduler": None}
+    groups = {group: {"optimizer": FusedAdamOptimizerConfig(lr=lr, eps=1e-8), "scheduler": None}
               for group in ("encoder", "triplane", "superres")}
-    groups["proposal"] = {"optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15), "scheduler": None}
+    groups["proposal"] = {"optimizer": FusedAdamOptimizerConfig(lr=1e-2, eps=1e-15), "scheduler": None}
     # The learned tri-plane of --pipeline.model.static-planes: texels, fitted directly, take a larger step.
-    groups["static_planes"] = {"optimizer": AdamOptimizerConfig(lr=10 * lr, eps=1e-15), "scheduler": None}
+    groups["static_planes"] = {"optimizer": FusedAdamOptimizerConfig(lr=10 * lr, eps=1e-15), "scheduler": None}
     # The expression bases of --pipeline.model.expression-planes are texels too.
-    groups["expression_planes"] = {"optimizer": AdamOptimizerConfig(lr=10 * lr, eps=1e-15), "scheduler": None}
+    groups["expression_planes"] = {"optimizer": FusedAdamOptimizerConfig(lr=10 * lr, eps=1e-15), "scheduler": None}
     # Per-frame head-pose corrections of --pipeline.model.pose-refinement: each frame's pair of parameters
     # is updated only when the frame is drawn, so they take the tri-plane's step size.
-    groups["pose_refinement"] = {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": None}
+    groups["pose_refinement"] = {"optimizer": FusedAdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": None}
     return groups
 
 
