@@ -101,7 +101,7 @@ class TriplaneGenerator(nn.Module):
         self.resolution = 4 * 2 ** (len(channels) - 1)
         r = self.resolution
         self.static_planes = nn.Parameter(torch.zeros(1, 3, plane_channels, r, r)) if static_planes else None
-        # Zero bases: the generator starts as the paper's; the weights' map starts random, so every basis
+        # Zero bases: the generator starts as it is without them; the weights' map starts random, so every basis
         # receives a gradient from the first step.
         self.expression_planes = nn.Parameter(torch.zeros(expression_planes, 3, plane_channels, r, r)) \
             if expression_planes > 0 else None
