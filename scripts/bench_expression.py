@@ -98,12 +98,12 @@ VARIANTS: Dict[str, List[str]] = {
     "batch1": ["--pipeline.datamanager.images-per-batch", "1"],
     "steps3000": ["--max-num-iterations", "3000"],
     "steps4800": ["--max-num-iterations", "4800"],
-    # One more generator block: 128^2 planes instead of latentavatar-tiny's 64^2.
-    # Tri-plane blend shapes beside the generator: 16 bases weighted by a linear map of theta.
+    # Tri-plane blend shapes beside the generator: 16 or 8 bases weighted by a linear map of theta.
     "expression_planes16": ["--pipeline.model.expression-planes", "16"],
     "expression_planes8": ["--pipeline.model.expression-planes", "8"],
     # The bases at the networks' step size instead of the static planes' ten times it.
     "expression_lr1x": ["--optimizers.expression-planes.optimizer.lr", "1e-3"],
+    # One more generator block: 128^2 planes instead of latentavatar-tiny's 64^2.
     "planes128": ["--pipeline.model.generator-channels", "64", "64", "64", "64", "32", "32"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several (``static_planes+lpips_alex+region_losses``

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import platform
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 import tyro
 
+from bench_speed import _median_time
 from latentavatar_ns.method.configs import tiny_config
 from latentavatar_ns.synthetic import make_dataset
 
@@ -69,15 +69,12 @@ def _time_variant(data: Path, out: Path, options: Dict, cfg: BenchStepTime) -> D
     torch.manual_seed(0)
     trainer = config.setup()
     trainer.setup()
-    for step in range(cfg.warmup):
-        trainer.train_iteration(step)
-    times = []
-    for step in range(cfg.warmup, cfg.warmup + cfg.steps):
-        start = time.perf_counter()
-        trainer.train_iteration(step)
-        times.append(time.perf_counter() - start)
+    step = iter(range(10**9))
+    for _ in range(cfg.warmup):
+        trainer.train_iteration(next(step))
+    seconds = _median_time(lambda: trainer.train_iteration(next(step)), cfg.steps, "cpu")
     params = sum(p.numel() for p in trainer.pipeline.model.parameters())
-    return {"seconds_per_step": round(float(np.median(times)), 4), "parameters": int(params)}
+    return {"seconds_per_step": round(seconds, 4), "parameters": int(params)}
 
 
 def main() -> None:
