@@ -76,7 +76,8 @@ class TriplaneGenerator(nn.Module):
     weighted by a linear function of theta: blend shapes of the tri-plane, as NeRFBlendShape blends
     expression bases of a voxel grid. Like the static planes they are fitted texel by texel, so a change
     confined to a few texels (an eyelid, the lips) is learned directly rather than through convolutions
-    whose styles act on a whole channel at once.
+    whose styles act on a whole channel at once. With ``expression_plane_resolution`` the bases are held at
+    that coarser side and upsampled bilinearly to the planes', so each is smooth across neighbouring texels.
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class TriplaneGenerator(nn.Module):
         static_planes: bool = False,
         code_to_field: bool = False,
         expression_planes: int = 0,
+        expression_plane_resolution: int = 0,
     ):
         super().__init__()
         self.start = nn.ConvTranspose2d(style_dim, channels[0], kernel_size=4)
@@ -101,9 +103,12 @@ class TriplaneGenerator(nn.Module):
         self.resolution = 4 * 2 ** (len(channels) - 1)
         r = self.resolution
         self.static_planes = nn.Parameter(torch.zeros(1, 3, plane_channels, r, r)) if static_planes else None
+        rb = expression_plane_resolution or r
+        if not 0 < rb <= r:
+            raise ValueError(f"expression_plane_resolution must be between 1 and the plane resolution {r}, got {rb}")
         # Zero bases: the generator starts as it is without them; the weights' map starts random, so every basis
         # receives a gradient from the first step.
-        self.expression_planes = nn.Parameter(torch.zeros(expression_planes, 3, plane_channels, r, r)) \
+        self.expression_planes = nn.Parameter(torch.zeros(expression_planes, 3, plane_channels, rb, rb)) \
             if expression_planes > 0 else None
         self.to_expression_weights = nn.Linear(style_dim, expression_planes) if expression_planes > 0 else None
         self.code_to_field = nn.Linear(style_dim, plane_channels) if code_to_field else None
@@ -124,6 +129,10 @@ class TriplaneGenerator(nn.Module):
         if self.expression_planes is not None and self.to_expression_weights is not None:
             weights = self.to_expression_weights(theta)  # (B, K)
             bases = self.expression_planes
+            k, _, c, rb, _ = bases.shape
             # One matmul over the flattened bases (cheaper on a CPU than the equivalent einsum).
-            planes = planes + (weights @ bases.reshape(bases.shape[0], -1)).reshape(planes.shape)
+            offset = (weights @ bases.reshape(k, -1)).reshape(b * 3, c, rb, rb)
+            if rb != r:
+                offset = F.interpolate(offset, size=(r, r), mode="bilinear", align_corners=False)
+            planes = planes + offset.reshape(planes.shape)
         return planes if self.static_planes is None else planes + self.static_planes

@@ -83,6 +83,10 @@ class LatentAvatarModelConfig(ModelConfig):
     (not in the paper; NeRFBlendShape blends expression bases this way). The generator's styles act on whole
     channels, so a change confined to a few texels (a blink, the lips) is slow to learn through them; bases
     fitted texel by texel, at the static planes' step size, learn it directly. 0 leaves them out."""
+    expression_plane_resolution: int = 0
+    """Side of the expression planes, upsampled bilinearly to the planes' side (0: the planes' side). Each basis
+    then changes neighbouring texels together, as a smooth deformation does, rather than fitting each training
+    frame's residual texel by texel; fewer texels per basis also means less to fit from a short video."""
     code_to_sr: bool = False
     """Also steer the super-resolution head with theta (adaptive instance norm; not in the paper, whose head
     sees only the rendered features; EG3D's takes its latent this way). Blinks and gaze cover one or two
@@ -182,7 +186,8 @@ class LatentAvatarModel(Model):
         self.mapping = MappingMLP(cfg.code_dim, cfg.code_dim, cfg.theta_dim)
         self.generator = TriplaneGenerator(cfg.theta_dim, cfg.generator_channels, cfg.plane_channels,
                                            static_planes=cfg.static_planes, code_to_field=cfg.code_to_field,
-                                           expression_planes=cfg.expression_planes)
+                                           expression_planes=cfg.expression_planes,
+                                           expression_plane_resolution=cfg.expression_plane_resolution)
         self.field = TriplaneField(cfg.plane_channels, cfg.field_hidden_dim, cfg.feature_dim)
         self.renderer = VolumeRenderer(self.scene_box, make_sampler(cfg, self.scene_box.aabb))
         self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale,
