@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from trainers import tiny_trainer
 
 from latentavatar_ns.model.generator import TriplaneGenerator
@@ -122,6 +123,24 @@ def test_expression_planes_start_as_the_paper_generator_and_change_only_their_te
     grad = blended.expression_planes.grad
     assert torch.allclose(grad[:, 2, 0, 5, 7], weights.detach().sum(0)) and int((grad != 0).sum()) == 3
     assert blended.to_expression_weights.weight.grad.abs().sum() > 0  # the weights learn once a basis is non-zero
+
+
+def test_coarse_expression_planes_are_upsampled_bases():
+    torch.manual_seed(0)
+    paper = TriplaneGenerator(16, (16, 16, 8), plane_channels=4)
+    torch.manual_seed(0)
+    coarse = TriplaneGenerator(16, (16, 16, 8), plane_channels=4, expression_planes=3, expression_plane_resolution=8)
+    assert coarse.expression_planes.shape == (3, 3, 4, 8, 8)
+    with torch.no_grad():
+        coarse.expression_planes.normal_()
+    theta = torch.randn(2, 16)
+    shift = coarse(theta) - paper(theta)
+    weights = coarse.to_expression_weights(theta)
+    blend = torch.einsum("bk,kpcij->bpcij", weights, coarse.expression_planes).reshape(2 * 3, 4, 8, 8)
+    expected = F.interpolate(blend, size=(16, 16), mode="bilinear", align_corners=False).reshape(shift.shape)
+    assert torch.allclose(shift, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="expression_plane_resolution"):
+        TriplaneGenerator(16, (16, 16, 8), plane_channels=4, expression_planes=3, expression_plane_resolution=32)
 
 
 def test_expression_planes_take_their_own_optimizer_group(synthetic_dataset: Path, tmp_path: Path):
