@@ -101,9 +101,10 @@ VARIANTS: Dict[str, List[str]] = {
     # Tri-plane blend shapes beside the generator: 16 or 8 bases weighted by a linear map of theta.
     "expression_planes16": ["--pipeline.model.expression-planes", "16"],
     "expression_planes8": ["--pipeline.model.expression-planes", "8"],
-    # The bases at a half and a quarter of the planes' side (upsampled): smoother, fewer texels to overfit.
+    # The bases at a half, a quarter and an eighth of the planes' side (upsampled): smoother, fewer texels to overfit.
     "expression_res32": ["--pipeline.model.expression-plane-resolution", "32"],
     "expression_res16": ["--pipeline.model.expression-plane-resolution", "16"],
+    "expression_res8": ["--pipeline.model.expression-plane-resolution", "8"],
     # The bases at the networks' step size instead of the static planes' ten times it.
     "expression_lr1x": ["--optimizers.expression-planes.optimizer.lr", "1e-3"],
     # One more generator block: 128^2 planes instead of latentavatar-tiny's 64^2.
