@@ -107,6 +107,8 @@ VARIANTS: Dict[str, List[str]] = {
     "expression_res8": ["--pipeline.model.expression-plane-resolution", "8"],
     # The bases at the networks' step size instead of the static planes' ten times it.
     "expression_lr1x": ["--optimizers.expression-planes.optimizer.lr", "1e-3"],
+    # Another training seed (nerfstudio's --machine.seed, 42 by default): run-to-run spread on the same data.
+    "train_seed1": ["--machine.seed", "1"],
     # One more generator block: 128^2 planes instead of latentavatar-tiny's 64^2.
     "planes128": ["--pipeline.model.generator-channels", "64", "64", "64", "64", "32", "32"],
 }
