@@ -105,7 +105,8 @@ class TriplaneGenerator(nn.Module):
         self.static_planes = nn.Parameter(torch.zeros(1, 3, plane_channels, r, r)) if static_planes else None
         rb = expression_plane_resolution or r
         if not 0 < rb <= r:
-            raise ValueError(f"expression_plane_resolution must be between 1 and the plane resolution {r}, got {rb}")
+            raise ValueError(f"expression_plane_resolution must be 0 (the planes' side) or 1 to the planes' side {r}, "
+                             f"got {expression_plane_resolution}")
         # Zero bases: the generator starts as it is without them; the weights' map starts random, so every basis
         # receives a gradient from the first step.
         self.expression_planes = nn.Parameter(torch.zeros(expression_planes, 3, plane_channels, rb, rb)) \
