@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from nerfstudio.engine.callbacks import TrainingCallbackLocation
 from trainers import tiny_trainer
 
 from latentavatar_ns.model.generator import TriplaneGenerator
@@ -151,6 +152,21 @@ def test_expression_planes_take_their_own_optimizer_group(synthetic_dataset: Pat
     assert all(p is not bases for name, params in groups.items() if name != "expression_planes" for p in params)
     assert trainer.optimizers.optimizers["expression_planes"].param_groups[0]["lr"] == \
         trainer.optimizers.optimizers["static_planes"].param_groups[0]["lr"]
+
+
+def test_static_planes_stay_out_of_training_until_their_start_step(synthetic_dataset: Path, tmp_path: Path):
+    trainer = tiny_trainer(synthetic_dataset, tmp_path, static_planes=True, static_planes_start_step=2)
+    model = trainer.pipeline.model
+    static = model.generator.static_planes
+    for step in range(3):
+        for callback in trainer.callbacks:
+            callback.run_callback_at_location(step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        trainer.train_iteration(step)
+        assert bool(static.abs().sum() > 0) == (step >= 2), step  # no gradient, so no Adam step, before 2
+    model.generator.use_static_planes = False
+    without = model.generator(torch.zeros(1, model.config.theta_dim))
+    model.generator.use_static_planes = True
+    assert torch.allclose(model.generator(torch.zeros(1, model.config.theta_dim)), without + static)
 
 
 def test_code_to_sr_starts_as_the_plain_head_and_lets_theta_change_the_image():

@@ -103,6 +103,8 @@ class TriplaneGenerator(nn.Module):
         self.resolution = 4 * 2 ** (len(channels) - 1)
         r = self.resolution
         self.static_planes = nn.Parameter(torch.zeros(1, 3, plane_channels, r, r)) if static_planes else None
+        # Cleared by the model early in training (``static_planes_start_step``); while off the planes get no gradient.
+        self.use_static_planes = True
         rb = expression_plane_resolution or r
         if not 0 < rb <= r:
             raise ValueError(f"expression_plane_resolution must be 0 (the planes' side) or 1 to the planes' side {r}, "
@@ -136,4 +138,4 @@ class TriplaneGenerator(nn.Module):
             if rb != r:
                 offset = F.interpolate(offset, size=(r, r), mode="bilinear", align_corners=False)
             planes = planes + offset.reshape(planes.shape)
-        return planes if self.static_planes is None else planes + self.static_planes
+        return planes if self.static_planes is None or not self.use_static_planes else planes + self.static_planes

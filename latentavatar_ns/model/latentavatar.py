@@ -74,6 +74,12 @@ class LatentAvatarModelConfig(ModelConfig):
     """Add a learned tri-plane shared by all codes to the generator's output (not in the paper): fixed detail
     is fitted directly and the generator only models what changes with expression. It fits faster, and
     with the region losses leaves the changes to the code (README, "Expressiveness")."""
+    static_planes_start_step: int = 0
+    """Leave the static planes out of the first this many training steps (not in the paper). Texels fit any
+    fixed difference between frames faster than the generator learns to read the code; where a video's
+    expressions go with its head poses (a smile with a nod), the static planes can then draw each mouth for
+    its pose, and the code is left nothing to carry. Starting without them, the generator takes the
+    changes first and the static planes add the fixed detail after. 0 uses them from the first step."""
     code_to_field: bool = False
     """Also feed a projection of theta straight to the field's MLPs (added to every sample's plane feature),
     beside the generator (not in the paper; NeRFace conditions its MLP this way). The generator must
@@ -254,11 +260,19 @@ class LatentAvatarModel(Model):
     def get_training_callbacks(
         self, training_callback_attributes: TrainingCallbackAttributes
     ) -> List[TrainingCallback]:
+        callbacks = []
         every = self.renderer.sampler.update_every
-        if every <= 0:
-            return []
-        return [TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
-                                 update_every_num_iters=every, func=self.update_sampler)]
+        if every > 0:
+            callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
+                                              update_every_num_iters=every, func=self.update_sampler))
+        if self.generator.static_planes is not None and self.config.static_planes_start_step > 0:
+            callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
+                                              update_every_num_iters=1, func=self.start_static_planes))
+        return callbacks
+
+    def start_static_planes(self, step: int) -> None:
+        """Leave the static planes out of training until ``static_planes_start_step`` (always in outside it)."""
+        self.generator.use_static_planes = step >= self.config.static_planes_start_step
 
     @torch.no_grad()
     def update_sampler(self, step: Optional[int] = None) -> None:
