@@ -94,7 +94,7 @@ VARIANTS: Dict[str, List[str]] = {
     "static_planes": ["--pipeline.model.static-planes", "True"],
     # The static planes left out of the first steps, so the generator takes what changes with the code first.
     "static_start1000": ["--pipeline.model.static-planes-start-step", "1000"],
-    "static_start500": ["--pipeline.model.static-planes-start-step", "500"],
+    "static_start2000": ["--pipeline.model.static-planes-start-step", "2000"],
     # The same minutes spent differently: one image per step instead of two (a step takes 0.55 of the time),
     # and the step counts that fill ten minutes of one run alone on two cores with two threads
     # (3000 steps of two images, 4800 of one).
