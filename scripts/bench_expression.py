@@ -128,6 +128,9 @@ class Case:
     seed: int = 0
     pose_noise: bool = False
     """Training poses stored with tracker-like error (jitter and a slow drift); images and crops exact."""
+    pose_follows_mouth: bool = False
+    """Training poses stored pitched and lowered in step with the jaw, as a tracker that reads the mouth as a
+    nod stores them (the real clip's pitch follows its lip gap); images, crops and held-out poses exact."""
     real: bool = False
     """The real sample clip (processed with ns-latentavatar-process) instead of a synthetic head."""
 
@@ -138,6 +141,7 @@ CASES: Dict[str, Case] = {
     "detailed_seed1": Case(identity=2, detail=True, seed=1),
     "detailed_seed2": Case(identity=3, detail=True, seed=2),
     "detailed_pose_noise": Case(identity=1, detail=True, pose_noise=True),
+    "detailed_pose_mouth": Case(identity=1, detail=True, pose_follows_mouth=True),
     "real_clip": Case(real=True),
 }
 
@@ -145,6 +149,8 @@ JITTER_DEG, JITTER_CANONICAL = 1.5, 0.04
 """Per-frame pose noise (standard deviations): rotation in degrees, translation in canonical head units."""
 DRIFT_DEG, DRIFT_CANONICAL = 3.0, 0.08
 """Amplitude of the slowly drifting pose bias over the video."""
+MOUTH_NOD_DEG, MOUTH_NOD_CANONICAL = 1.5, 0.03
+"""Pitch and drop of the stored pose per standard deviation of the jaw's opening (``detailed_pose_mouth``)."""
 
 
 @dataclass
@@ -181,25 +187,43 @@ def _variant_args(name: str) -> List[str]:
     return BASELINE + [arg for part in name.split("+") for arg in VARIANTS[part]]
 
 
-def _perturb_poses(data: Path, seed: int) -> None:
-    """Store tracker-like error in the training poses; keep the true pose and the true crop beside them."""
+def _store_pose_error(data: Path, errors: np.ndarray) -> None:
+    """Store the training poses with ``errors`` (frames, 6: rotation in degrees, translation in canonical head
+    units) composed in; keep the true pose and the true crop beside them."""
     frames = list_frames(data / "train")
     camera = read_camera(data, *Image.open(frames[0].image).size)
     from scipy.spatial.transform import Rotation
 
-    rng = np.random.default_rng(seed + 101)
-    t = np.linspace(0.0, 1.0, len(frames))
-    phases = rng.uniform(0, 2 * np.pi, 6)
-    drift = np.stack([np.sin(2 * np.pi * 0.7 * t + phases[k]) for k in range(6)], axis=1)
     for k, frame in enumerate(frames):
         params = load_params(frame.params)
         crop = crop_affine_from_pose(camera.K, camera.world_to_camera, params.pose, params.scale)
-        rot_err = np.deg2rad(rng.normal(0, JITTER_DEG, 3) + DRIFT_DEG * drift[k, :3])
-        trans_err = (rng.normal(0, JITTER_CANONICAL, 3) + DRIFT_CANONICAL * drift[k, 3:]) * params.scale
-        rotation = Rotation.from_rotvec(rot_err) * Rotation.from_rotvec(params.pose[:3])
-        noisy = np.concatenate([rotation.as_rotvec(), params.pose[3:] + trans_err])
+        rotation = Rotation.from_rotvec(np.deg2rad(errors[k, :3])) * Rotation.from_rotvec(params.pose[:3])
+        noisy = np.concatenate([rotation.as_rotvec(), params.pose[3:] + errors[k, 3:] * params.scale])
         save_params(frame.params, FrameParams(pose=noisy, scale=params.scale, intrinsics=params.intrinsics,
                                               crop_affine=crop, extra={**params.extra, "true_pose": params.pose}))
+
+
+def _perturb_poses(data: Path, seed: int) -> None:
+    """Tracker-like error in the stored training poses: per-frame jitter and a slowly drifting bias."""
+    n = len(list_frames(data / "train"))
+    rng = np.random.default_rng(seed + 101)
+    t = np.linspace(0.0, 1.0, n)
+    phases = rng.uniform(0, 2 * np.pi, 6)
+    drift = np.stack([np.sin(2 * np.pi * 0.7 * t + phases[k]) for k in range(6)], axis=1)
+    errors = np.zeros((n, 6))
+    for k in range(n):
+        errors[k, :3] = rng.normal(0, JITTER_DEG, 3) + DRIFT_DEG * drift[k, :3]
+        errors[k, 3:] = rng.normal(0, JITTER_CANONICAL, 3) + DRIFT_CANONICAL * drift[k, 3:]
+    _store_pose_error(data, errors)
+
+
+def _pose_follows_mouth(data: Path) -> None:
+    """A tracker that reads the mouth as a nod: the stored training poses pitch and drop with the jaw."""
+    jaw = _expressions(data, "train")[:, 0]
+    z = (jaw - jaw.mean()) / max(jaw.std(), 1e-8)
+    errors = np.zeros((len(z), 6))
+    errors[:, 0], errors[:, 4] = -MOUTH_NOD_DEG * z, MOUTH_NOD_CANONICAL * z
+    _store_pose_error(data, errors)
 
 
 def _make_case(name: str, case: Case, cfg: BenchExpression, work: Path) -> Path:
@@ -217,6 +241,8 @@ def _make_case(name: str, case: Case, cfg: BenchExpression, work: Path) -> Path:
                  eval_fraction=0.15, seed=case.seed, detail=case.detail, overwrite=True)
     if case.pose_noise:
         _perturb_poses(data, case.seed)
+    if case.pose_follows_mouth:
+        _pose_follows_mouth(data)
     return data
 
 
@@ -413,6 +439,7 @@ def main() -> None:
         "cases": {name: asdict(CASES[name]) for name in cfg.cases},
         "pose_noise": {"jitter_deg": JITTER_DEG, "jitter_canonical": JITTER_CANONICAL,
                        "drift_deg": DRIFT_DEG, "drift_canonical": DRIFT_CANONICAL},
+        "pose_follows_mouth": {"pitch_deg_per_std": MOUTH_NOD_DEG, "drop_canonical_per_std": MOUTH_NOD_CANONICAL},
         "summary": _summary(results, cfg.variants[0]),
         "results": results,
     }
