@@ -9,10 +9,10 @@ with, and leave its code nothing to carry. This probe measures both sides, on th
 
 - the correlation of each stored head-pose component with the lip gap (inner lips apart, over the face's
   height, from the landmarks), over every frame;
-- per run, the mouth PSNR of every training frame rendered with its own code and with the mean training
-  code, for the frames with the mouth shut and those with it open. An avatar that reads the mouth from
-  its code draws the mean mouth for both, and the own code wins on both; one that reads it from the pose
-  draws each frame's mouth with either code;
+- per run, the mouth gain (PSNR with the frame's own code minus with the mean training code) of the
+  training and the held-out frames, for the frames with the mouth shut and those with it open. An avatar
+  that reads the mouth from its code draws the mean mouth for both, and the own code wins on both; one
+  that reads it from the pose draws each frame's mouth with either code;
 - a contact sheet per run (``OUT_<run>.png``: ground truth | own code | mean code, for the most shut and
   the most open training frame).
 """
@@ -71,15 +71,16 @@ def pose_correlation(data: Path) -> List[float]:
 
 
 def probe_run(run: Path, data: Path, cfg: ProbePoseKey, sheet: Path) -> Dict:
-    """Own- and mean-code mouth PSNR of one run's training frames, split by shut and open mouths."""
+    """Own- and mean-code mouth PSNR of one run's training and held-out frames, split by shut and open mouths."""
     _, pipeline, _, _ = eval_setup(run / "config.yml", test_mode="test")
-    gaps = lip_gaps(data, "train")
-    frames = score_split(pipeline, "train", list(range(len(gaps))), _boxes_of(data), RegionScorer())["frames"]
     out: Dict = {}
-    for name, chosen in (("shut", gaps < cfg.shut_below), ("open", gaps >= cfg.shut_below)):
-        rows = [f for f in frames if chosen[f["index"]]]
-        out[name] = {"frames": len(rows),
-                     "mouth_gain_db": float(np.mean([f["gain_db"]["mouth"] for f in rows])) if rows else None}
+    for split, key in (("train", "train"), ("eval", "heldout")):
+        gaps = lip_gaps(data, split)
+        frames = score_split(pipeline, split, list(range(len(gaps))), _boxes_of(data), RegionScorer())["frames"]
+        for name, chosen in (("shut", gaps < cfg.shut_below), ("open", gaps >= cfg.shut_below)):
+            gains = [f["gain_db"]["mouth"] for f in frames if chosen[f["index"]]]
+            out[f"{key}_{name}"] = {"frames": len(gains), "mouth_gain_db": float(np.mean(gains)) if gains else None}
+    gaps = lip_gaps(data, "train")
     picks = [int(np.argmin(gaps)), int(np.argmax(gaps))]
     Image.fromarray(to_uint8(contact_sheet(pipeline, picks, _boxes_of(data), split="train", zoom=2))).save(sheet)
     return out
