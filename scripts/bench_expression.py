@@ -129,7 +129,7 @@ class Case:
     pose_noise: bool = False
     """Training poses stored with tracker-like error (jitter and a slow drift); images and crops exact."""
     pose_follows_mouth: bool = False
-    """Training poses stored pitched and lowered in step with the jaw, as a tracker that reads the mouth as a
+    """Training poses stored pitched and shifted in step with the jaw, as a tracker that reads the mouth as a
     nod stores them (the real clip's pitch follows its lip gap); images, crops and held-out poses exact."""
     real: bool = False
     """The real sample clip (processed with ns-latentavatar-process) instead of a synthetic head."""
@@ -150,7 +150,7 @@ JITTER_DEG, JITTER_CANONICAL = 1.5, 0.04
 DRIFT_DEG, DRIFT_CANONICAL = 3.0, 0.08
 """Amplitude of the slowly drifting pose bias over the video."""
 MOUTH_NOD_DEG, MOUTH_NOD_CANONICAL = 1.5, 0.03
-"""Pitch and drop of the stored pose per standard deviation of the jaw's opening (``detailed_pose_mouth``)."""
+"""Pitch and vertical shift of the stored pose per standard deviation of the jaw's opening (``detailed_pose_mouth``)."""
 
 
 @dataclass
@@ -218,7 +218,7 @@ def _perturb_poses(data: Path, seed: int) -> None:
 
 
 def _pose_follows_mouth(data: Path) -> None:
-    """A tracker that reads the mouth as a nod: the stored training poses pitch and drop with the jaw."""
+    """A tracker that reads the mouth as a nod: the stored training poses pitch and shift with the jaw."""
     jaw = _expressions(data, "train")[:, 0]
     z = (jaw - jaw.mean()) / max(jaw.std(), 1e-8)
     errors = np.zeros((len(z), 6))
@@ -439,7 +439,7 @@ def main() -> None:
         "cases": {name: asdict(CASES[name]) for name in cfg.cases},
         "pose_noise": {"jitter_deg": JITTER_DEG, "jitter_canonical": JITTER_CANONICAL,
                        "drift_deg": DRIFT_DEG, "drift_canonical": DRIFT_CANONICAL},
-        "pose_follows_mouth": {"pitch_deg_per_std": MOUTH_NOD_DEG, "drop_canonical_per_std": MOUTH_NOD_CANONICAL},
+        "pose_follows_mouth": {"pitch_deg_per_std": MOUTH_NOD_DEG, "shift_canonical_per_std": MOUTH_NOD_CANONICAL},
         "summary": _summary(results, cfg.variants[0]),
         "results": results,
     }
