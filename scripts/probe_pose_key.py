@@ -40,6 +40,8 @@ _INNER_LIPS, _FACE_SPAN = (13, 14), (10, 152)
 
 @dataclass
 class ProbePoseKey:
+    """Whether avatars trained on a real video read its mouth from the head pose rather than from the code."""
+
     data: Path
     """Processed real video (``ns-latentavatar-process`` output; its frames carry landmarks)."""
     runs: List[Path] = field(default_factory=list)
@@ -71,7 +73,9 @@ def pose_correlation(data: Path) -> List[float]:
 
 
 def probe_run(run: Path, data: Path, cfg: ProbePoseKey, sheet: Path) -> Dict:
-    """Own- and mean-code mouth PSNR of one run's training and held-out frames, split by shut and open mouths."""
+    """Mouth gain (own code minus mean code) of one run's training and held-out frames, shut and open apart."""
+    if not (run / "config.yml").is_file():
+        raise SystemExit(f"error: {run / 'config.yml'}: not found; --runs takes ns-train run directories")
     _, pipeline, _, _ = eval_setup(run / "config.yml", test_mode="test")
     out: Dict = {}
     for split, key in (("train", "train"), ("eval", "heldout")):
