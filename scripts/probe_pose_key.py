@@ -65,40 +65,40 @@ def lip_gaps(data: Path, split: str) -> np.ndarray:
     return np.asarray(gaps)
 
 
-def pose_correlation(data: Path) -> List[float]:
+def pose_correlation(data: Path, gaps: Dict[str, np.ndarray]) -> List[float]:
     """Pearson correlation of each stored head-pose component (axis-angle, translation) with the lip gap."""
     poses = np.stack([load_params(f.params).pose.reshape(6) for s in ("train", "eval") for f in list_frames(data / s)])
-    gaps = np.concatenate([lip_gaps(data, "train"), lip_gaps(data, "eval")])
-    return [float(np.corrcoef(poses[:, k], gaps)[0, 1]) for k in range(6)]
+    every = np.concatenate([gaps["train"], gaps["eval"]])
+    return [float(np.corrcoef(poses[:, k], every)[0, 1]) for k in range(6)]
 
 
-def probe_run(run: Path, data: Path, cfg: ProbePoseKey, sheet: Path) -> Dict:
+def probe_run(run: Path, data: Path, gaps: Dict[str, np.ndarray], cfg: ProbePoseKey, sheet: Path) -> Dict:
     """Mouth gain (own code minus mean code) of one run's training and held-out frames, shut and open apart."""
     if not (run / "config.yml").is_file():
         raise SystemExit(f"error: {run / 'config.yml'}: not found; --runs takes ns-train run directories")
     _, pipeline, _, _ = eval_setup(run / "config.yml", test_mode="test")
+    boxes_of = _boxes_of(data)
     out: Dict = {}
     for split, key in (("train", "train"), ("eval", "heldout")):
-        gaps = lip_gaps(data, split)
-        frames = score_split(pipeline, split, list(range(len(gaps))), _boxes_of(data), RegionScorer())["frames"]
-        for name, chosen in (("shut", gaps < cfg.shut_below), ("open", gaps >= cfg.shut_below)):
+        frames = score_split(pipeline, split, list(range(len(gaps[split]))), boxes_of, RegionScorer())["frames"]
+        for name, chosen in (("shut", gaps[split] < cfg.shut_below), ("open", gaps[split] >= cfg.shut_below)):
             gains = [f["gain_db"]["mouth"] for f in frames if chosen[f["index"]]]
             out[f"{key}_{name}"] = {"frames": len(gains), "mouth_gain_db": float(np.mean(gains)) if gains else None}
-    gaps = lip_gaps(data, "train")
-    picks = [int(np.argmin(gaps)), int(np.argmax(gaps))]
-    Image.fromarray(to_uint8(contact_sheet(pipeline, picks, _boxes_of(data), split="train", zoom=2))).save(sheet)
+    picks = [int(np.argmin(gaps["train"])), int(np.argmax(gaps["train"]))]
+    Image.fromarray(to_uint8(contact_sheet(pipeline, picks, boxes_of, split="train", zoom=2))).save(sheet)
     return out
 
 
 def main() -> None:
     cfg = tyro.cli(ProbePoseKey)
     cfg.output.parent.mkdir(parents=True, exist_ok=True)
-    result: Dict = {"data": str(cfg.data), "pose_lip_gap_correlation": pose_correlation(cfg.data), "runs": {}}
+    gaps = {split: lip_gaps(cfg.data, split) for split in ("train", "eval")}
+    result: Dict = {"data": str(cfg.data), "pose_lip_gap_correlation": pose_correlation(cfg.data, gaps), "runs": {}}
     print("correlation of pose components with the lip gap:", [round(c, 2) for c in result["pose_lip_gap_correlation"]])
     for run in cfg.runs:
         name = run.parent.parent.name if run.name == "run" else run.name
         sheet = cfg.output.with_name(f"{cfg.output.stem}_{name}.png")
-        result["runs"][name] = probe_run(run, cfg.data, cfg, sheet)
+        result["runs"][name] = probe_run(run, cfg.data, gaps, cfg, sheet)
         print(name, json.dumps(result["runs"][name]), flush=True)
     cfg.output.write_text(json.dumps(result, indent=2))
 
