@@ -24,11 +24,11 @@ def test_stored_training_poses_nod_with_the_jaw_and_keep_the_true_pose(synthetic
     _pose_follows_mouth(data)
     jaw = _expressions(data, "train")[:, 0]
     z = (jaw - jaw.mean()) / jaw.std()
+    originals = list_frames(synthetic_dataset / "train")
     for k, frame in enumerate(list_frames(data / "train")):
         params = load_params(frame.params)
         true = params.extra["true_pose"]
-        original = load_params(list_frames(synthetic_dataset / "train")[k].params).pose
-        assert np.allclose(true, original)
+        assert np.allclose(true, load_params(originals[k].params).pose)
         error = Rotation.from_rotvec(params.pose[:3]) * Rotation.from_rotvec(true[:3]).inv()
         assert np.allclose(error.as_rotvec(), [np.deg2rad(-MOUTH_NOD_DEG * z[k]), 0.0, 0.0], atol=1e-6)
         assert np.allclose(params.pose[3:] - true[3:], [0.0, MOUTH_NOD_CANONICAL * z[k] * params.scale, 0.0],
