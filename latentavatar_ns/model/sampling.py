@@ -28,6 +28,8 @@ from nerfstudio.model_components.losses import interlevel_loss
 from nerfstudio.model_components.ray_samplers import ProposalNetworkSampler, UniformSampler
 from torch import Tensor, nn
 
+from latentavatar_ns.model.hash_encoding import with_gather_reads
+
 
 def tcnn_available() -> bool:
     try:
@@ -88,7 +90,7 @@ class UniformBoxSampler(RaySampler):
 
 
 class ProposalSampler(RaySampler):
-    """One hash-grid proposal network (tiny-cuda-nn when installed, pure torch otherwise).
+    """One hash-grid proposal network (tiny-cuda-nn when installed, pure torch otherwise: ``hash_encoding``).
 
     The proposal density does not depend on the expression, so outside training it is read from a
     ``bake_resolution``^3 grid of its values (trilinear), filled on the first render after the
@@ -103,6 +105,7 @@ class ProposalSampler(RaySampler):
         self.density_field = HashMLPDensityField(
             aabb.clone(), num_layers=2, hidden_dim=16, num_levels=hash_levels, max_res=hash_max_res,
             log2_hashmap_size=log2_hashmap_size, implementation="tcnn" if tcnn_available() else "torch")
+        with_gather_reads(self.density_field.encoding)  # the torch path's backward, fast on CUDA
         self.sampler = ProposalNetworkSampler(
             num_proposal_samples_per_ray=(num_proposal_samples,), num_nerf_samples_per_ray=num_nerf_samples,
             num_proposal_network_iterations=1, single_jitter=False,
