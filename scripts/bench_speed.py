@@ -229,6 +229,8 @@ def main() -> None:
     if cfg.variant is not None:
         print("RESULT " + json.dumps(measure(cfg)), flush=True)
         return
+    if not cfg.variants:
+        raise SystemExit("error: --variants names no variant to measure")
     from latentavatar_ns.synthetic import make_dataset
 
     results: Dict[str, Dict] = {}
@@ -245,6 +247,17 @@ def main() -> None:
                 raise SystemExit(f"error: variant {name} failed:\n{proc.stderr[-3000:]}")
             results[name] = json.loads(lines[-1][len("RESULT "):])
             print(name, json.dumps(results[name]), flush=True)
+            report = _report(cfg, results)  # after every variant: a run cut short keeps what it measured
+    if cfg.quality_config is not None:
+        report["render_precision_quality"] = render_precision_quality(cfg.quality_config)
+        cfg.output.write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v["vs_" + cfg.variants[0]] for k, v in results.items()}, indent=2))
+
+
+def _report(cfg: BenchSpeed, results: Dict[str, Dict]) -> Dict:
+    """Write ``cfg.output`` with the variants measured so far, each against the first; ``not_measured`` lists the
+    rest."""
+    assert cfg.variants is not None
     ref = results[cfg.variants[0]]
     for r in results.values():
         r["vs_" + cfg.variants[0]] = {
@@ -256,13 +269,11 @@ def main() -> None:
     device = (torch.cuda.get_device_name() if cfg.device == "cuda"
               else f"cpu ({platform.machine()}, {os.environ.get('OMP_NUM_THREADS', torch.get_num_threads())} threads)")
     report = {"config": {k: str(v) for k, v in asdict(cfg).items() if k not in ("variant", "data", "quality_config")},
-              "device": device, "variants": {k: VARIANTS[k] for k in cfg.variants}, "results": results}
-    if cfg.quality_config is not None:
-        report["render_precision_quality"] = render_precision_quality(cfg.quality_config)
+              "device": device, "variants": {k: VARIANTS[k] for k in cfg.variants}, "results": results,
+              "not_measured": [name for name in cfg.variants if name not in results]}
     cfg.output.parent.mkdir(parents=True, exist_ok=True)
     cfg.output.write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: v["vs_" + cfg.variants[0]] for k, v in results.items()}, indent=2))
-
+    return report
 
 if __name__ == "__main__":
     main()
