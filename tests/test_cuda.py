@@ -6,6 +6,7 @@ exercises the tests themselves.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import pytest
 import torch
 from trainers import tiny_trainer
 
-from latentavatar_ns.model.sampling import tcnn_available
+from latentavatar_ns.model.hash_encoding import GatherHashEncoding
+from latentavatar_ns.model.sampling import ProposalSampler, tcnn_available
 
 DEVICE = os.environ.get("LATENTAVATAR_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="needs CUDA")
@@ -35,6 +37,23 @@ def test_render_matches_cpu(synthetic_dataset: Path, tmp_path: Path, sampler: st
             renders.append(pipeline.model.get_outputs_for_camera(camera, batch=item)["rgb"].cpu())
     assert renders[1].shape == renders[0].shape
     assert (renders[1] - renders[0]).abs().max() < 2e-3
+
+
+@pytest.mark.skipif(tcnn_available(), reason="tiny-cuda-nn's encoding is used as it is")
+def test_proposal_hash_grid_gradient_matches_cpu():
+    """The proposal network's table reads (sorted-backward ones on CUDA): same density, same table gradient."""
+    torch.manual_seed(0)
+    cpu = ProposalSampler(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])).density_field
+    dev = copy.deepcopy(cpu).to(DEVICE)
+    assert isinstance(dev.encoding, GatherHashEncoding)
+    points = torch.rand(1 << 16, 3) * 2.4 - 1.2  # some outside the box: they all share one corner's rows
+    densities = []
+    for field, x in ((cpu, points), (dev, points.to(DEVICE))):
+        density = field.density_fn(x)
+        density.sum().backward()
+        densities.append(density.detach().cpu())
+    torch.testing.assert_close(densities[1], densities[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(dev.encoding.hash_table.grad.cpu(), cpu.encoding.hash_table.grad, rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import torch
 from nerfstudio.field_components.encodings import HashEncoding
 from nerfstudio.fields.density_fields import HashMLPDensityField
 
-from latentavatar_ns.model.hash_encoding import GatherHashEncoding, with_gather_reads
+from latentavatar_ns.model.hash_encoding import GatherHashEncoding, read_rows, with_gather_reads
 from latentavatar_ns.model.sampling import ProposalSampler, tcnn_available
 
 from test_sampling import AABB
@@ -39,6 +39,23 @@ def test_encoding_and_table_gradient_match_nerfstudio(levels: int, max_res: int,
     assert reference.hash_table.grad is not None and gather.hash_table.grad is not None
     assert reference.hash_table.grad.abs().sum() > 0
     torch.testing.assert_close(gather.hash_table.grad, reference.hash_table.grad, rtol=1e-5, atol=1e-4)
+
+
+def test_both_row_reads_match_indexing_with_many_repeats():
+    torch.manual_seed(0)
+    rows = torch.cat([torch.zeros(5000, dtype=torch.long), torch.randint(0, 300, (5000,))])  # one row shared widely
+    grad_out = torch.randn(len(rows), 2)
+    grads = []
+    for read in (lambda t: t[rows], lambda t: read_rows(t, rows, True), lambda t: read_rows(t, rows, False)):
+        table = torch.randn(300, 2, requires_grad=True)
+        with torch.no_grad():
+            table.copy_(torch.arange(600.0).view(300, 2))
+        out = read(table)
+        torch.testing.assert_close(out, table.detach()[rows])
+        (out * grad_out).sum().backward()
+        grads.append(table.grad)
+    torch.testing.assert_close(grads[1], grads[0])
+    torch.testing.assert_close(grads[2], grads[0])
 
 
 @pytest.mark.skipif(tcnn_available(), reason="tiny-cuda-nn's encoding is used as it is")

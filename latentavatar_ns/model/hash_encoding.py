@@ -2,15 +2,17 @@
 
 nerfstudio's ``HashEncoding`` without tiny-cuda-nn reads its table as ``table[indices]``, once per cell
 corner. The backward of that indexing accumulates repeated indices with a CUDA kernel that handles
-each repeat in turn, and a coarse level repeats each of its few cells across most of a batch: at
-the paper's size the eight reads' backward is nearly the whole training step. ``index_select`` reads
-the same rows; its backward adds into the table with atomic adds, and on a CPU it costs what the
-indexing did.
+each repeat in turn, and many points share a row: a coarse level has few cells, and every point
+outside the box is moved to the same corner. At the paper's size the eight reads' backward is nearly
+the whole training step. Here the eight corners are read at once, on CUDA with ``F.embedding``, whose
+backward sorts the rows and sums each run of repeats in parallel, and on a CPU with ``index_select``,
+whose backward costs there what the indexing did.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float
 from nerfstudio.field_components.encodings import HashEncoding
 from torch import Tensor
@@ -21,7 +23,7 @@ PRIMES = (1, 2654435761, 805459861)
 
 class GatherHashEncoding(HashEncoding):
     """``HashEncoding``'s pure-torch path (same table, hash and trilinear weights), with the eight corners of
-    each cell hashed axis by axis and read with one ``index_select``."""
+    each cell hashed axis by axis and read at once (:func:`read_rows`)."""
 
     def pytorch_fwd(self, in_tensor: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs out_dim"]:
         assert in_tensor.shape[-1] == 3
@@ -34,9 +36,16 @@ class GatherHashEncoding(HashEncoding):
         rows = rows.flatten(start_dim=-3) % self.hash_table_size + self.hash_offset.to(rows.device)[:, None]
         lerp = torch.stack([1 - offset, offset], dim=-1)  # (*bs, L, 3, [floor, ceil]) trilinear weights per axis
         weights = lerp[..., 0, :, None, None] * lerp[..., 1, None, :, None] * lerp[..., 2, None, None, :]
-        features = self.hash_table.index_select(0, rows.reshape(-1)).view(*rows.shape, -1)  # (*bs, L, 8, F)
+        features = read_rows(self.hash_table, rows.reshape(-1), sorted_backward=self.hash_table.is_cuda)
+        features = features.view(*rows.shape, -1)  # (*bs, L, 8, F)
         encoded = (features * weights.flatten(start_dim=-3)[..., None]).sum(dim=-2)  # (*bs, L, F)
         return encoded.flatten(start_dim=-2)
+
+
+def read_rows(table: Float[Tensor, "rows F"], rows: Tensor, sorted_backward: bool) -> Float[Tensor, "n F"]:
+    """``table[rows]``; its backward sorts the rows and reduces each run of repeats (``F.embedding``, for CUDA), or
+    adds row by row (``index_select``, for a CPU)."""
+    return F.embedding(rows, table) if sorted_backward else table.index_select(0, rows)
 
 
 def with_gather_reads(encoding: HashEncoding) -> HashEncoding:
