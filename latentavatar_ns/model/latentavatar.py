@@ -93,6 +93,11 @@ class LatentAvatarModelConfig(ModelConfig):
     """Side of the expression planes, upsampled bilinearly to the planes' side (0: the planes' side). Each basis
     then changes neighbouring texels together, as a smooth deformation does, rather than fitting each training
     frame's residual texel by texel; fewer texels per basis also means less to fit from a short video."""
+    expression_weights_centred: bool = False
+    """Subtract from the expression planes' weights their running mean over training frames, so that the
+    bases carry only how a frame differs from the average face and the average is left to the generator
+    and the static planes. Without it a basis can spend itself on the average (a constant weight times
+    the basis adds the same texels to every frame), and the mean code then draws part of each expression."""
     code_to_sr: bool = False
     """Also steer the super-resolution head with theta (adaptive instance norm; not in the paper, whose head
     sees only the rendered features; EG3D's takes its latent this way). Blinks and gaze cover one or two
@@ -193,7 +198,8 @@ class LatentAvatarModel(Model):
         self.generator = TriplaneGenerator(cfg.theta_dim, cfg.generator_channels, cfg.plane_channels,
                                            static_planes=cfg.static_planes, code_to_field=cfg.code_to_field,
                                            expression_planes=cfg.expression_planes,
-                                           expression_plane_resolution=cfg.expression_plane_resolution)
+                                           expression_plane_resolution=cfg.expression_plane_resolution,
+                                           expression_weights_centred=cfg.expression_weights_centred)
         self.field = TriplaneField(cfg.plane_channels, cfg.field_hidden_dim, cfg.feature_dim)
         self.renderer = VolumeRenderer(self.scene_box, make_sampler(cfg, self.scene_box.aabb))
         self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale,
