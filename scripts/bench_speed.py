@@ -275,5 +275,6 @@ def _report(cfg: BenchSpeed, results: Dict[str, Dict]) -> Dict:
     cfg.output.write_text(json.dumps(report, indent=2))
     return report
 
+
 if __name__ == "__main__":
     main()

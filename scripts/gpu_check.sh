@@ -25,8 +25,8 @@ failure, and writes everything under one folder:
   summary.json and summary.txt: each step's status (ok, failed, timeout) and seconds, and the
   targets of the README's "Speed and memory"; logs/<step>.log: each step's output.
 
-On a GPU the limits add up to 560 s (under 10 minutes). The exit status is 0 when every step is ok, 1 when
-one is not, 2 when nothing could run.
+On a GPU the limits add up to 560 s (under 10 minutes). The exit status is 0 when every step
+is ok, 1 when one is not, 2 when nothing could run.
 
 options:
   --cpu          the same steps at latentavatar-tiny's size on the CPU (64^2 frames, a few
@@ -82,9 +82,9 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX") || die "cannot make a tempo
 trap 'rm -rf "$WORK"' EXIT
 SITE=$WORK/site
 
-# Seconds each step may take. On a GPU they add up to 560; the first steps on a new machine pay for cuDNN's
-# algorithm search (nerfstudio's ns-train turns it on) and nerfacc's build (about 80 s). The CPU mode's are generous
-# ceilings for a slow machine (it takes a few minutes on two cores).
+# Seconds each step may take. On a GPU they add up to 560; the first steps on a new machine pay for
+# cuDNN's algorithm search (nerfstudio's ns-train turns it on) and nerfacc's build (about 80 s).
+# The CPU mode's are generous ceilings for a slow machine (it takes a few minutes on two cores).
 declare -A LIMIT
 if [ "$MODE" = gpu ]; then
   LIMIT=([install]=15 [cuda_tests]=85 [data]=20 [train]=75 [bench_speed]=150 [samplers]=45 [nerfacc]=95

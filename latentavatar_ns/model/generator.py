@@ -118,7 +118,7 @@ class TriplaneGenerator(nn.Module):
         self.expression_planes = nn.Parameter(torch.zeros(expression_planes, 3, plane_channels, rb, rb)) \
             if expression_planes > 0 else None
         self.to_expression_weights = nn.Linear(style_dim, expression_planes) if expression_planes > 0 else None
-        self.weight_mean_momentum = weight_mean_momentum
+        self.weight_mean_momentum = weight_mean_momentum  # 0.01: the mean of about the last hundred batches
         self.expression_weight_mean: Optional[Tensor]
         if expression_weights_centred and expression_planes > 0:
             self.register_buffer("expression_weight_mean", torch.zeros(expression_planes))
