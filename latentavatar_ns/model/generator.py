@@ -78,8 +78,9 @@ class TriplaneGenerator(nn.Module):
     confined to a few texels (an eyelid, the lips) is learned directly rather than through convolutions
     whose styles act on a whole channel at once. With ``expression_plane_resolution`` the bases are held at
     that coarser side and upsampled bilinearly to the planes', so each is smooth across neighbouring texels.
-    With ``expression_weights_centred`` the weights' running mean over training batches is subtracted from
-    them (in training and outside it), so the bases carry how a code differs from the average code.
+    With ``expression_weights_centred`` the weights are a linear map, without offset, of theta less
+    ``expression_theta_mean`` (the training frames' mean theta, which the model keeps up to date): the
+    average code adds no basis, and the bases carry how a code differs from it.
     """
 
     def __init__(
@@ -92,7 +93,6 @@ class TriplaneGenerator(nn.Module):
         expression_planes: int = 0,
         expression_plane_resolution: int = 0,
         expression_weights_centred: bool = False,
-        weight_mean_momentum: float = 0.01,
     ):
         super().__init__()
         self.start = nn.ConvTranspose2d(style_dim, channels[0], kernel_size=4)
@@ -117,13 +117,14 @@ class TriplaneGenerator(nn.Module):
         # receives a gradient from the first step.
         self.expression_planes = nn.Parameter(torch.zeros(expression_planes, 3, plane_channels, rb, rb)) \
             if expression_planes > 0 else None
-        self.to_expression_weights = nn.Linear(style_dim, expression_planes) if expression_planes > 0 else None
-        self.weight_mean_momentum = weight_mean_momentum  # 0.01: the mean of about the last hundred batches
-        self.expression_weight_mean: Optional[Tensor]
-        if expression_weights_centred and expression_planes > 0:
-            self.register_buffer("expression_weight_mean", torch.zeros(expression_planes))
+        centred = expression_weights_centred and expression_planes > 0
+        self.to_expression_weights = nn.Linear(style_dim, expression_planes, bias=not centred) \
+            if expression_planes > 0 else None
+        self.expression_theta_mean: Optional[Tensor]
+        if centred:
+            self.register_buffer("expression_theta_mean", torch.zeros(style_dim))
         else:
-            self.expression_weight_mean = None
+            self.expression_theta_mean = None
         self.code_to_field = nn.Linear(style_dim, plane_channels) if code_to_field else None
         if self.code_to_field is not None:  # start as the paper's generator
             nn.init.zeros_(self.code_to_field.weight)
@@ -140,11 +141,8 @@ class TriplaneGenerator(nn.Module):
             shift = self.code_to_field(theta)[:, None, :, None, None]  # (B, 1, C, 1, 1): the same at every texel
             planes = torch.cat([planes[:, :1] + shift, planes[:, 1:]], dim=1)
         if self.expression_planes is not None and self.to_expression_weights is not None:
-            weights = self.to_expression_weights(theta)  # (B, K)
-            if self.expression_weight_mean is not None:
-                if self.training:  # an exponential moving average: a batch of two frames has no mean of its own
-                    self.expression_weight_mean.lerp_(weights.detach().mean(dim=0).float(), self.weight_mean_momentum)
-                weights = weights - self.expression_weight_mean
+            centre = self.expression_theta_mean
+            weights = self.to_expression_weights(theta if centre is None else theta - centre)  # (B, K)
             bases = self.expression_planes
             k, _, c, rb, _ = bases.shape
             # One matmul over the flattened bases (cheaper on a CPU than the equivalent einsum).
