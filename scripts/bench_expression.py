@@ -108,8 +108,6 @@ VARIANTS: Dict[str, List[str]] = {
     "expression_res32": ["--pipeline.model.expression-plane-resolution", "32"],
     "expression_res16": ["--pipeline.model.expression-plane-resolution", "16"],
     "expression_res8": ["--pipeline.model.expression-plane-resolution", "8"],
-    # The bases' weights centred on their running mean, so the bases carry only departures from the average face.
-    "expression_centred": ["--pipeline.model.expression-weights-centred", "True"],
     # The bases at the networks' step size instead of the static planes' ten times it.
     "expression_lr1x": ["--optimizers.expression-planes.optimizer.lr", "1e-3"],
     # Another training seed (nerfstudio's --machine.seed, 42 by default): run-to-run spread on the same data.

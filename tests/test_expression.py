@@ -144,41 +144,6 @@ def test_coarse_expression_planes_are_upsampled_bases():
         TriplaneGenerator(16, (16, 16, 8), plane_channels=4, expression_planes=3, expression_plane_resolution=32)
 
 
-def test_centred_expression_weights_add_no_basis_at_the_centre():
-    torch.manual_seed(0)
-    generator = TriplaneGenerator(16, (16, 16, 8), plane_channels=4, expression_planes=3,
-                                  expression_weights_centred=True)
-    assert generator.to_expression_weights.bias is None and "expression_theta_mean" in generator.state_dict()
-    assert "expression_theta_mean" not in TriplaneGenerator(16, (16, 16, 8), plane_channels=4,
-                                                            expression_planes=3).state_dict()
-    theta = torch.randn(2, 16)
-    with torch.no_grad():
-        generator.expression_planes.normal_()
-        generator.expression_theta_mean.copy_(theta[0])
-        with_bases = generator(theta)
-        generator.expression_planes.zero_()
-        without_bases = generator(theta)
-    torch.testing.assert_close(with_bases[0], without_bases[0])  # the centre's code adds no basis
-    assert not torch.allclose(with_bases[1], without_bases[1])  # any other code does
-
-
-def test_the_centre_is_the_stored_codes_mean_theta_every_step(synthetic_dataset: Path, tmp_path: Path):
-    trainer = tiny_trainer(synthetic_dataset, tmp_path, expression_planes=2, expression_weights_centred=True)
-    model = trainer.pipeline.model
-    for step in range(3):
-        for callback in trainer.callbacks:
-            callback.run_callback_at_location(step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
-        trainer.train_iteration(step)
-    seen = model.code_table.seen()
-    assert len(seen) >= 2
-    with torch.no_grad():
-        expected = model.mapping(seen).mean(dim=0)
-    before = model.generator.expression_theta_mean.clone()
-    model.centre_expression_weights(3)
-    torch.testing.assert_close(model.generator.expression_theta_mean, expected)
-    assert not torch.equal(before, expected)  # the last step moved the codes and the mapping
-
-
 def test_expression_planes_take_their_own_optimizer_group(synthetic_dataset: Path, tmp_path: Path):
     trainer = tiny_trainer(synthetic_dataset, tmp_path, expression_planes=2)
     groups = trainer.pipeline.model.get_param_groups()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -78,9 +78,6 @@ class TriplaneGenerator(nn.Module):
     confined to a few texels (an eyelid, the lips) is learned directly rather than through convolutions
     whose styles act on a whole channel at once. With ``expression_plane_resolution`` the bases are held at
     that coarser side and upsampled bilinearly to the planes', so each is smooth across neighbouring texels.
-    With ``expression_weights_centred`` the weights are a linear map, without offset, of theta less
-    ``expression_theta_mean`` (the training frames' mean theta, which the model keeps up to date): the
-    average code adds no basis, and the bases carry how a code differs from it.
     """
 
     def __init__(
@@ -92,7 +89,6 @@ class TriplaneGenerator(nn.Module):
         code_to_field: bool = False,
         expression_planes: int = 0,
         expression_plane_resolution: int = 0,
-        expression_weights_centred: bool = False,
     ):
         super().__init__()
         self.start = nn.ConvTranspose2d(style_dim, channels[0], kernel_size=4)
@@ -117,14 +113,7 @@ class TriplaneGenerator(nn.Module):
         # receives a gradient from the first step.
         self.expression_planes = nn.Parameter(torch.zeros(expression_planes, 3, plane_channels, rb, rb)) \
             if expression_planes > 0 else None
-        centred = expression_weights_centred and expression_planes > 0
-        self.to_expression_weights = nn.Linear(style_dim, expression_planes, bias=not centred) \
-            if expression_planes > 0 else None
-        self.expression_theta_mean: Optional[Tensor]
-        if centred:
-            self.register_buffer("expression_theta_mean", torch.zeros(style_dim))
-        else:
-            self.expression_theta_mean = None
+        self.to_expression_weights = nn.Linear(style_dim, expression_planes) if expression_planes > 0 else None
         self.code_to_field = nn.Linear(style_dim, plane_channels) if code_to_field else None
         if self.code_to_field is not None:  # start as the paper's generator
             nn.init.zeros_(self.code_to_field.weight)
@@ -141,8 +130,7 @@ class TriplaneGenerator(nn.Module):
             shift = self.code_to_field(theta)[:, None, :, None, None]  # (B, 1, C, 1, 1): the same at every texel
             planes = torch.cat([planes[:, :1] + shift, planes[:, 1:]], dim=1)
         if self.expression_planes is not None and self.to_expression_weights is not None:
-            centre = self.expression_theta_mean
-            weights = self.to_expression_weights(theta if centre is None else theta - centre)  # (B, K)
+            weights = self.to_expression_weights(theta)  # (B, K)
             bases = self.expression_planes
             k, _, c, rb, _ = bases.shape
             # One matmul over the flattened bases (cheaper on a CPU than the equivalent einsum).

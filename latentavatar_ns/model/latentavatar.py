@@ -93,12 +93,6 @@ class LatentAvatarModelConfig(ModelConfig):
     """Side of the expression planes, upsampled bilinearly to the planes' side (0: the planes' side). Each basis
     then changes neighbouring texels together, as a smooth deformation does, rather than fitting each training
     frame's residual texel by texel; fewer texels per basis also means less to fit from a short video."""
-    expression_weights_centred: bool = False
-    """Weigh the expression planes by a linear map, without offset, of theta less the training frames' mean
-    theta (recomputed from the stored codes every step), so that the average code adds no basis: the bases
-    carry only how a frame differs from the average face, which is left to the generator and the static
-    planes. Otherwise a basis can spend itself on the average (a constant weight times the basis adds the
-    same texels to every frame), and the mean code then draws part of each expression."""
     code_to_sr: bool = False
     """Also steer the super-resolution head with theta (adaptive instance norm; not in the paper, whose head
     sees only the rendered features; EG3D's takes its latent this way). Blinks and gaze cover one or two
@@ -199,8 +193,7 @@ class LatentAvatarModel(Model):
         self.generator = TriplaneGenerator(cfg.theta_dim, cfg.generator_channels, cfg.plane_channels,
                                            static_planes=cfg.static_planes, code_to_field=cfg.code_to_field,
                                            expression_planes=cfg.expression_planes,
-                                           expression_plane_resolution=cfg.expression_plane_resolution,
-                                           expression_weights_centred=cfg.expression_weights_centred)
+                                           expression_plane_resolution=cfg.expression_plane_resolution)
         self.field = TriplaneField(cfg.plane_channels, cfg.field_hidden_dim, cfg.feature_dim)
         self.renderer = VolumeRenderer(self.scene_box, make_sampler(cfg, self.scene_box.aabb))
         self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale,
@@ -272,9 +265,6 @@ class LatentAvatarModel(Model):
         if every > 0:
             callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
                                               update_every_num_iters=every, func=self.update_sampler))
-        if self.generator.expression_theta_mean is not None:
-            callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
-                                              update_every_num_iters=1, func=self.centre_expression_weights))
         if self.generator.static_planes is not None and self.config.static_planes_start_step > 0:
             callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
                                               update_every_num_iters=1, func=self.start_static_planes))
@@ -283,13 +273,6 @@ class LatentAvatarModel(Model):
     def start_static_planes(self, step: int) -> None:
         """Leave the static planes out of training until ``static_planes_start_step`` (always in outside it)."""
         self.generator.use_static_planes = step >= self.config.static_planes_start_step
-
-    @torch.no_grad()
-    def centre_expression_weights(self, step: int) -> None:
-        """The expression planes' centre: the mean theta of the training frames' stored codes."""
-        seen = self.code_table.seen()
-        if len(seen) > 0 and self.generator.expression_theta_mean is not None:
-            self.generator.expression_theta_mean.copy_(self.mapping(seen).mean(dim=0))
 
     @torch.no_grad()
     def update_sampler(self, step: Optional[int] = None) -> None:
