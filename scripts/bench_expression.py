@@ -93,6 +93,7 @@ VARIANTS: Dict[str, List[str]] = {
     "code_recon": ["--pipeline.model.code-reconstruction-weight", "1"],
     "static_planes": ["--pipeline.model.static-planes", "True"],
     # The static planes left out of the first steps, so the generator takes what changes with the code first.
+    "static_start500": ["--pipeline.model.static-planes-start-step", "500"],
     "static_start1000": ["--pipeline.model.static-planes-start-step", "1000"],
     "static_start2000": ["--pipeline.model.static-planes-start-step", "2000"],
     # The same minutes spent differently: one image per step instead of two (a step takes 0.55 of the time),
