@@ -354,6 +354,30 @@ def test_linear_probe_reads_what_the_codes_hold_and_nothing_else():
     assert blind[0] < 0.2 and blind[1] < 0.2
 
 
+def test_gain_ceiling_is_the_gain_of_an_avatar_that_draws_the_best_average_with_its_own_error():
+    from latentavatar_ns.evaluation.expressiveness import expression_gain_ceiling, psnr_for_gain_ceiling
+
+    rng = np.random.default_rng(0)
+    shut, opened = np.zeros((200, 200)), np.full((200, 200), 0.6)  # a region with two expressions, met 1:3
+    frames = [shut] + [opened] * 3
+    best_average = np.mean(frames, axis=0)
+    signal = np.array([((f - best_average) ** 2).mean() for f in frames])
+    error = 0.002
+    own = [f + rng.normal(0, error ** 0.5, f.shape) for f in frames]
+    mean_code = [best_average + rng.normal(0, error ** 0.5, f.shape) for f in frames]
+
+    def psnr(a, b):
+        return -10 * np.log10(((a - b) ** 2).mean())
+
+    measured = np.mean([psnr(o, f) - psnr(m, f) for o, m, f in zip(own, mean_code, frames)])
+    ceiling = expression_gain_ceiling(signal, -10 * np.log10(error))
+    assert abs(measured - ceiling) < 0.05 and ceiling > 10
+    assert expression_gain_ceiling(signal, 30.0) > expression_gain_ceiling(signal, 20.0) > 0
+    needed = psnr_for_gain_ceiling(signal, 1.0)
+    assert abs(expression_gain_ceiling(signal, needed) - 1.0) < 1e-6
+    assert psnr_for_gain_ceiling(np.zeros(4), 1.0) == float("inf"), "a region the expression never changes"
+
+
 @pytest.mark.slow
 def test_expressiveness_scores_an_avatar_that_ignores_its_code_as_zero(tiny_trained_run: Path, monkeypatch):
     from nerfstudio.utils.eval_utils import eval_setup

@@ -198,6 +198,24 @@ def test_dataset_layout_loads(tmp_path: Path):
                                     progress=False) / "eval")[0].index == 0
 
 
+def test_synthetic_background_is_the_backdrop_the_frames_were_rendered_on(tmp_path: Path):
+    out = make_dataset(tmp_path / "a", identity=2, num_frames=4, resolution=48, eval_fraction=0.25, seed=3,
+                       image_format="png", progress=False)
+    frame = list_frames(out / "train")[1]
+    params = load_params(frame.params)
+    rgb, coverage = synth.render_head(synth.HeadIdentity.preset(2), synth.Expression.from_array(params.extra["expression"]),
+                               params.pose, params.scale, read_camera(out, 48, 48), synth.synthetic_background(out))
+    stored = np.asarray(Image.open(frame.image), dtype=np.float32) / 255
+    background = (coverage == 0) & (np.asarray(Image.open(frame.mask)) == 0)
+    assert background.mean() > 0.3 and np.abs(rgb - stored)[background].max() <= 1 / 255 + 1e-6
+    assert np.abs(rgb - stored).mean() < 2 / 255, "re-rendered on its backdrop, the frame is the stored one"
+    other = make_dataset(tmp_path / "b", identity=2, num_frames=4, resolution=48, eval_fraction=0.25, seed=4,
+                         progress=False)
+    assert not np.allclose(synth.synthetic_background(other), synth.synthetic_background(out))
+    with pytest.raises(DatasetError, match="synth.json"):
+        synth.synthetic_background(tmp_path)
+
+
 def test_drive_from_replays_the_driver_exactly(tmp_path: Path, official_dataset: Path):
     driver = make_dataset(tmp_path / "actor", identity=0, num_frames=6, resolution=48, eval_fraction=0.34,
                           progress=False)

@@ -197,6 +197,35 @@ def linear_probe(features: Float[np.ndarray, "N D"], targets: Float[np.ndarray, 
     return np.where(spread > 1e-12, 1.0 - residual / np.maximum(spread, 1e-12), 0.0)
 
 
+def expression_gain_ceiling(signal_mse: Float[np.ndarray, " N"], own_psnr: float) -> float:
+    """The expression gain (dB) an avatar can show in a region, given how well it draws it.
+
+    ``signal_mse`` holds, per frame, the MSE between the region's ground truth and the best image an
+    avatar that ignores the expression can draw there (the least-squares average over the training
+    frames' expressions, same pose). An avatar whose own-code render misses every frame by the MSE of
+    ``own_psnr``, and whose mean-code render is that best average drawn with the same, independent
+    error, scores PSNR(own) - PSNR(mean) = 10 log10(1 + s / e) on a frame of signal s and error e:
+    this is the mean over frames. A mean-code render worse than the best average scores higher
+    without the own code drawing any more expression, so a measured gain above it is not more
+    expressive.
+    """
+    error = 10.0 ** (-own_psnr / 10.0)
+    return float(np.mean(10.0 * np.log10(1.0 + np.asarray(signal_mse, dtype=np.float64) / error)))
+
+
+def psnr_for_gain_ceiling(signal_mse: Float[np.ndarray, " N"], gain_db: float) -> float:
+    """The own-code PSNR (dB) at which :func:`expression_gain_ceiling` reaches ``gain_db``: how well an
+    avatar must draw the region before that expression gain is possible there (inf if the region's
+    expression never changes it)."""
+    if float(np.max(signal_mse)) <= 0.0:
+        return float("inf")
+    low, high = -50.0, 200.0  # the ceiling rises from ~0 to far above any target over this range
+    for _ in range(100):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if expression_gain_ceiling(signal_mse, mid) < gain_db else (low, mid)
+    return 0.5 * (low + high)
+
+
 def draw_boxes(image: np.ndarray, boxes: Dict[str, Box], width: int = 1) -> np.ndarray:
     """A copy of an (H, W, 3) float image with each named region's box outlined in its colour."""
     out = image.copy()

@@ -22,7 +22,14 @@ from latentavatar_ns.synthetic.head import (
 )
 from latentavatar_ns.synthetic.motion import sample_expressions, sample_motion
 from latentavatar_ns.synthetic.raycast import canonical_to_pixel, make_background, render_head
-from latentavatar_ns.synthetic.writer import SYNTH_FILE, DatasetOptions, camera_rig, make_dataset, view_yaws
+from latentavatar_ns.synthetic.writer import (
+    SYNTH_FILE,
+    DatasetOptions,
+    camera_rig,
+    make_dataset,
+    synthetic_background,
+    view_yaws,
+)
 
 __all__ = [
     "CANONICAL_REGIONS",
@@ -47,5 +54,6 @@ __all__ = [
     "render_head",
     "sample_expressions",
     "sample_motion",
+    "synthetic_background",
     "view_yaws",
 ]

@@ -98,6 +98,18 @@ def _dataset_seeds(seed: int, identity: int) -> Tuple[int, int, int]:
     return int(a), int(b), int(c)
 
 
+def synthetic_background(dataset_dir: Path) -> np.ndarray:
+    """(H, W, 3) backdrop every frame of a single-camera synthetic dataset was rendered on, from its ``synth.json``."""
+    path = Path(dataset_dir) / SYNTH_FILE
+    if not path.is_file():
+        raise DatasetError(f"{path}: not found; only a synthetic dataset has a known backdrop")
+    info = json.loads(path.read_text())
+    if info.get("drive_from") or info.get("num_views", 1) > 1:
+        raise DatasetError(f"{path}: only a single-camera dataset of its own performance has one backdrop")
+    width, height = info["resolution"]
+    return make_background(width, height, _dataset_seeds(info["seed"], info["identity"])[2])
+
+
 def _own_frames(num_frames: int, eval_fraction: float, motion_seed: int, expression_seed: int,
                 detail: bool = False) -> List[_Frame]:
     if num_frames < 1:

@@ -1,0 +1,115 @@
+"""How much expression gain is there to win? The ceiling of ``bench_expression.py``'s gain on a synthetic case.
+
+    python scripts/probe_expression_ceiling.py --cases detailed detailed_seed1 detailed_seed2 \\
+        --results bench/expression_static_start_coarse.json --output bench/expression_ceiling.json
+
+The expression gain of a region is PSNR(own code) - PSNR(mean code). How high it can be depends on
+how much the held-out frames' expressions change the region at all, and on how well the avatar draws
+it. For each held-out frame the synthetic head is rendered from the frame's camera, on its backdrop,
+with every training frame's expression, and the renders are averaged: the best image (least squares)
+that an avatar ignoring the expression can draw there. Its MSE against the frame rendered with its own
+expression is the region's expression *signal* on that frame.
+
+An avatar whose own-code render misses by MSE e, and whose mean-code render draws that best average
+with the same error, gains 10 log10(1 + signal / e) (``expression_gain_ceiling``). Per case and
+region the probe writes the best average's PSNR, the own-code PSNR at which the ceiling reaches the
+issue's targets (1 dB on the eyes, 3 dB on the mouth), and, for every run of the ``--results`` files
+on that case, the ceiling at the own-code PSNR the run measured next to the gain it measured.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import tyro
+from rich.progress import track
+
+from bench_expression import CASES, BenchExpression, _boxes_of, _make_case
+from latentavatar_ns.data.format import list_frames, load_params, read_camera
+from latentavatar_ns.evaluation.expressiveness import expression_gain_ceiling, psnr_for_gain_ceiling
+from latentavatar_ns.synthetic import Expression, HeadIdentity, render_head, synthetic_background
+
+TARGETS_DB = {"eyes": 1.0, "mouth": 3.0}
+"""The issue's held-out expression-gain targets per region."""
+
+
+@dataclass
+class ProbeCeiling:
+    cases: List[str] = field(default_factory=lambda: ["detailed", "detailed_seed1", "detailed_seed2"])
+    """Synthetic cases of ``bench_expression.py`` (its CASES); made as it makes them if missing."""
+    results: List[Path] = field(default_factory=list)
+    """``bench_expression.py`` outputs whose runs on these cases are set against their ceiling."""
+    work_dir: Optional[Path] = None
+    """Where the benchmark's datasets are (``data/<case>``), as its ``--work-dir``; default a temporary folder."""
+    output: Path = Path("bench/expression_ceiling.json")
+    """Where the numbers go."""
+
+
+def _render(data: Path, info: Dict, expression: np.ndarray, params, camera, background: np.ndarray) -> np.ndarray:
+    rgb, _ = render_head(HeadIdentity.preset(info["identity"]), Expression.from_array(expression), params.pose,
+                         params.scale, camera, background, detail=info["detail"])
+    return rgb.astype(np.float64)
+
+
+def signal_mse(data: Path) -> Dict[str, np.ndarray]:
+    """Per region, per held-out frame: MSE between the frame and the best expression-blind image."""
+    info = json.loads((data / "synth.json").read_text())
+    if info.get("drive_from") or info.get("num_views", 1) > 1:
+        raise SystemExit(f"error: {data}: the probe needs a single-camera synthetic dataset of its own performance")
+    width, height = info["resolution"]
+    camera, background = read_camera(data, width, height), synthetic_background(data)
+    train = [load_params(f.params).extra["expression"] for f in list_frames(data / "train")]
+    boxes_of = _boxes_of(data)
+    out: Dict[str, List[float]] = {}
+    for index, frame in enumerate(track(list_frames(data / "eval"), description=f"Rendering {data.name}")):
+        params = load_params(frame.params)
+        own = _render(data, info, params.extra["expression"], params, camera, background)
+        blind = np.mean([_render(data, info, e, params, camera, background) for e in train], axis=0)
+        boxes = {"full": (0, 0, width, height), **boxes_of("eval", index, width, height)}
+        for region, (x0, y0, x1, y1) in boxes.items():
+            out.setdefault(region, []).append(float(((own - blind)[y0:y1, x0:x1] ** 2).mean()))
+    return {region: np.asarray(values) for region, values in out.items()}
+
+
+def main() -> None:
+    cfg = tyro.cli(ProbeCeiling)
+    unknown = [c for c in cfg.cases if c not in CASES or CASES[c].real]
+    if unknown:
+        raise SystemExit(f"error: {unknown} are not synthetic cases of bench_expression.py; "
+                         f"choose from {[c for c in CASES if not CASES[c].real]}")
+    missing = [str(p) for p in cfg.results if not p.is_file()]
+    if missing:
+        raise SystemExit(f"error: results file(s) not found: {missing}")
+    work = cfg.work_dir or Path(tempfile.mkdtemp(prefix="expression_ceiling_"))
+    bench = BenchExpression(work_dir=work)
+    results = {str(p): json.loads(p.read_text())["results"] for p in cfg.results}
+    report: Dict = {"config": {k: str(v) for k, v in asdict(cfg).items() if k != "work_dir"},
+                    "device": platform.processor() or platform.machine(), "targets_db": TARGETS_DB, "cases": {}}
+    for case in cfg.cases:
+        signal = signal_mse(_make_case(case, CASES[case], bench, work))
+        row: Dict = {"best_blind_psnr": {r: float(np.mean(-10 * np.log10(np.maximum(s, 1e-12))))
+                                         for r, s in signal.items()},
+                     "own_psnr_for_target": {r: psnr_for_gain_ceiling(signal[r], t) for r, t in TARGETS_DB.items()},
+                     "runs": {}}
+        for path, per_case in results.items():
+            for variant, run in per_case.get(case, {}).items():
+                held = run["heldout"]
+                row["runs"][f"{path}:{variant}"] = {
+                    r: {"own_psnr": held["own"][r]["psnr"], "gain_db": held["gain_db"][r],
+                        "ceiling_db": expression_gain_ceiling(signal[r], held["own"][r]["psnr"])}
+                    for r in signal}
+        report["cases"][case] = row
+        print(case, json.dumps({k: row[k] for k in ("best_blind_psnr", "own_psnr_for_target")}, indent=1), flush=True)
+    cfg.output.parent.mkdir(parents=True, exist_ok=True)
+    cfg.output.write_text(json.dumps(report, indent=2))
+    print(f"wrote {cfg.output}")
+
+
+if __name__ == "__main__":
+    main()
