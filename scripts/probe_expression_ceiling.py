@@ -14,7 +14,8 @@ An avatar whose own-code render misses by MSE e, and whose mean-code render draw
 with the same error, gains 10 log10(1 + signal / e) (``expression_gain_ceiling``). Per case and
 region the probe writes the best average's PSNR, the own-code PSNR at which the ceiling reaches the
 issue's targets (1 dB on the eyes, 3 dB on the mouth), and, for every run of the ``--results`` files
-on that case, the ceiling at the own-code PSNR the run measured next to the gain it measured.
+on that case, the ceiling at the own-code PSNR the run measured (also per group) next to the gain it
+measured.
 
 ``--groups`` splits the signal by what makes it: for a group of parameters (the lids, the gaze...)
 the average is over the training frames' values of those parameters only, the others kept at the
@@ -114,13 +115,15 @@ def main() -> None:
     work = cfg.work_dir or Path(tempfile.mkdtemp(prefix="expression_ceiling_"))
     bench = BenchExpression(work_dir=work)
     results = {str(p): json.loads(p.read_text())["results"] for p in cfg.results}
-    report: Dict = {"config": {k: str(v) for k, v in asdict(cfg).items() if k != "work_dir"},
+    config = {**asdict(cfg), "results": [str(p) for p in cfg.results], "output": str(cfg.output)}
+    config.pop("work_dir")
+    report: Dict = {"config": config,
                     "device": platform.processor() or platform.machine(), "targets_db": TARGETS_DB, "cases": {}}
     earlier = json.loads(cfg.output.read_text()) if cfg.output.is_file() else {}
     for case in cfg.cases:
         data = _make_case(case, CASES[case], bench, work)
         signals = earlier.get("cases", {}).get(case, {}).get("signal_mse", {}) \
-            if earlier.get("config", {}).get("train_stride") == str(cfg.train_stride) else {}
+            if earlier.get("config", {}).get("train_stride") == cfg.train_stride else {}
         for name, keys in [("all", None), *cfg.groups.items()]:
             if name not in signals:
                 signals[name] = {r: s.tolist() for r, s in signal_mse(data, keys, cfg.train_stride).items()}
@@ -135,7 +138,10 @@ def main() -> None:
                 held = run["heldout"]
                 row["runs"][f"{path}:{variant}"] = {
                     r: {"own_psnr": held["own"][r]["psnr"], "gain_db": held["gain_db"][r],
-                        "ceiling_db": expression_gain_ceiling(signal[r], held["own"][r]["psnr"])}
+                        "ceiling_db": expression_gain_ceiling(signal[r], held["own"][r]["psnr"]),
+                        "ceiling_db_per_group": {g: expression_gain_ceiling(np.asarray(signals[g][r]),
+                                                                            held["own"][r]["psnr"])
+                                                 for g in cfg.groups}}
                     for r in signal}
         report["cases"][case] = {**row, "signal_mse": signals}
         print(case, json.dumps({k: row[k] for k in ("best_blind_psnr", "best_blind_psnr_per_group",
