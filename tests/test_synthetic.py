@@ -203,8 +203,9 @@ def test_synthetic_background_is_the_backdrop_the_frames_were_rendered_on(tmp_pa
                        image_format="png", progress=False)
     frame = list_frames(out / "train")[1]
     params = load_params(frame.params)
-    rgb, coverage = synth.render_head(synth.HeadIdentity.preset(2), synth.Expression.from_array(params.extra["expression"]),
-                               params.pose, params.scale, read_camera(out, 48, 48), synth.synthetic_background(out))
+    expression = synth.Expression.from_array(params.extra["expression"])
+    rgb, coverage = synth.render_head(synth.HeadIdentity.preset(2), expression, params.pose, params.scale,
+                                      read_camera(out, 48, 48), synth.synthetic_background(out))
     stored = np.asarray(Image.open(frame.image), dtype=np.float32) / 255
     background = (coverage == 0) & (np.asarray(Image.open(frame.mask)) == 0)
     assert background.mean() > 0.3 and np.abs(rgb - stored)[background].max() <= 1 / 255 + 1e-6
