@@ -63,7 +63,7 @@ class ProbeCeiling:
     --train-stride, are reused, so new --results cost no renders."""
 
 
-def _render(data: Path, info: Dict, expression: np.ndarray, params, camera, background: np.ndarray) -> np.ndarray:
+def _render(info: Dict, expression: np.ndarray, params, camera, background: np.ndarray) -> np.ndarray:
     rgb, _ = render_head(HeadIdentity.preset(info["identity"]), Expression.from_array(expression), params.pose,
                          params.scale, camera, background, detail=info["detail"])
     return rgb.astype(np.float64)
@@ -84,10 +84,10 @@ def signal_mse(data: Path, varied: Optional[List[str]] = None, train_stride: int
     label = f"Rendering {data.name}" + (f", {'+'.join(varied)} varied" if varied else "")
     for index, frame in enumerate(track(list_frames(data / "eval"), description=label)):
         params = load_params(frame.params)
-        own = _render(data, info, params.extra["expression"], params, camera, background)
+        own = _render(info, params.extra["expression"], params, camera, background)
         mixed = np.repeat(params.extra["expression"][None], len(train), axis=0)
         mixed[:, columns] = train[:, columns]
-        blind = np.mean([_render(data, info, e, params, camera, background) for e in mixed], axis=0)
+        blind = np.mean([_render(info, e, params, camera, background) for e in mixed], axis=0)
         boxes = {"full": (0, 0, width, height), **boxes_of("eval", index, width, height)}
         for region, (x0, y0, x1, y1) in boxes.items():
             out.setdefault(region, []).append(float(((own - blind)[y0:y1, x0:x1] ** 2).mean()))
