@@ -41,6 +41,7 @@ import torch
 import tyro
 from PIL import Image
 
+from bench_expression import VARIANTS
 from latentavatar_ns.demo.steps import train
 from latentavatar_ns.reenact.avatar import load_avatar, open_splits, parser_for
 from latentavatar_ns.reenact.reenact import Reenactor
@@ -72,6 +73,12 @@ class BenchReenact:
     resolution: int = 128
     """Frame side in pixels."""
     seed: int = 0
+    detail: bool = False
+    """Render both people as detailed heads (``make_dataset(detail=True)``: crisp eyes, lips and teeth, winks,
+    wider expressions), whose expressions change more pixels than the smooth heads'."""
+    avatar_variant: str = ""
+    """Options for the avatar on top of latentavatar-tiny's defaults, named as ``bench_expression.py``'s
+    VARIANTS (``a+b`` combines two), e.g. ``static_start500``; empty: the defaults."""
     device: str = "cpu"
     """cpu or cuda."""
     output: Path = Path("bench/reenact.json")
@@ -104,6 +111,10 @@ def _expressions(parser_config, data: Path, split: str) -> np.ndarray:
 
 def main() -> None:
     cfg = tyro.cli(BenchReenact)
+    unknown = [part for part in cfg.avatar_variant.split("+") if part and part not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"error: --avatar-variant names unknown variant(s) {unknown}; variants: {list(VARIANTS)}")
+    avatar_args = [arg for part in cfg.avatar_variant.split("+") if part for arg in VARIANTS[part]]
     torch.manual_seed(cfg.seed)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(cfg.work_dir) if cfg.work_dir is not None else Path(tmp)
@@ -125,16 +136,16 @@ def main() -> None:
 
         def datasets() -> None:
             make_dataset(data_b, identity=1, num_frames=cfg.actor_frames, resolution=cfg.resolution,
-                         eval_fraction=cfg.actor_eval_fraction, seed=cfg.seed, overwrite=True)
+                         eval_fraction=cfg.actor_eval_fraction, seed=cfg.seed, detail=cfg.detail, overwrite=True)
             make_dataset(data_a, identity=0, num_frames=cfg.num_frames, resolution=cfg.resolution,
-                         eval_fraction=0.15, seed=cfg.seed, overwrite=True)
+                         eval_fraction=0.15, seed=cfg.seed, detail=cfg.detail, overwrite=True)
             make_dataset(data_ab, identity=0, drive_from=data_b, seed=cfg.seed, resolution=cfg.resolution,
-                         overwrite=True)
+                         detail=cfg.detail, overwrite=True)
 
         stage("datasets_s", (data_ab / "synth.json").exists(), datasets)
         config_path = work / "runs" / "demo" / "latentavatar-tiny" / "run" / "config.yml"
         stage("avatar_train_s", config_path.exists(),
-              lambda: train(data_a, work / "runs", cfg.avatar_iterations, cfg.device))
+              lambda: train(data_a, work / "runs", cfg.avatar_iterations, cfg.device, extra_args=avatar_args))
         ynet_dirs = {name: work / name for name in YNETS}
         for name, folder in ynet_dirs.items():
             stage(f"{name}_train_s", (folder / "checkpoints").is_dir(), lambda folder=folder, name=name: train_ynet(
@@ -199,6 +210,7 @@ def main() -> None:
         f"cpu ({platform.processor() or 'x86_64'}, {torch.get_num_threads()} threads)"
     result = {
         "config": {k: str(v) for k, v in asdict(cfg).items() if k not in ("work_dir", "reuse")},
+        "avatar_args": avatar_args,
         "device": device,
         "frames": len(gts),
         "wall_time_s": {k: round(v, 1) for k, v in times.items()},

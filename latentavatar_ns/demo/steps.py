@@ -33,9 +33,10 @@ def train_command(data: Path, output_dir: Path, iterations: int, device: str, me
     ]
 
 
-def train(data: Path, output_dir: Path, iterations: int, device: str, method: str = "latentavatar-tiny") -> Path:
-    """Run the real ``ns-train`` command and return the run's config.yml."""
-    cmd = train_command(data, output_dir, iterations, device, method)
+def train(data: Path, output_dir: Path, iterations: int, device: str, method: str = "latentavatar-tiny",
+          extra_args: Sequence[str] = ()) -> Path:
+    """Run the real ``ns-train`` command (``extra_args`` appended) and return the run's config.yml."""
+    cmd = train_command(data, output_dir, iterations, device, method, extra_args=extra_args)
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     return output_dir / "demo" / method / "run" / "config.yml"
