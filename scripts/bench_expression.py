@@ -59,6 +59,8 @@ BASELINE: List[str] = [
     "--pipeline.model.static-planes", "False", "--pipeline.model.lpips-loss-weight", "0",
     "--pipeline.model.lpips-loss-net", "vgg", "--pipeline.model.face-loss-weight", "0",
     "--pipeline.model.mouth-loss-weight", "0", "--pipeline.model.eye-loss-weight", "0",
+    "--pipeline.model.static-planes-start-step", "0", "--pipeline.model.expression-planes", "0",
+    "--pipeline.model.expression-plane-resolution", "0",
 ]
 """Where every variant starts: ``latentavatar-tiny`` with the paper's losses (without its LPIPS-VGG term,
 too costly on a CPU) and no static planes, which was its default before this benchmark. Spelled out,
@@ -116,8 +118,9 @@ VARIANTS: Dict[str, List[str]] = {
     # One more generator block: 128^2 planes instead of latentavatar-tiny's 64^2.
     "planes128": ["--pipeline.model.generator-channels", "64", "64", "64", "64", "32", "32"],
 }
-"""Named option sets on top of ``BASELINE``; a ``+`` joins several (``static_planes+lpips_alex+region_losses``
-is ``latentavatar-tiny``'s default)."""
+"""Named option sets on top of ``BASELINE``; a ``+`` joins several
+(``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16`` is
+``latentavatar-tiny``'s default)."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,8 @@ MOUTH_NOD_DEG, MOUTH_NOD_CANONICAL = 1.5, 0.03
 class BenchExpression:
     method: str = "latentavatar-tiny"
     """Method to train (the CPU budget suits latentavatar-tiny)."""
-    variants: List[str] = field(default_factory=lambda: ["baseline", "static_planes+lpips_alex+region_losses"])
+    variants: List[str] = field(default_factory=lambda: [
+        "baseline", "static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16"])
     """Which of VARIANTS to train (``a+b`` combines two); the first is the reference of every delta."""
     cases: List[str] = field(default_factory=lambda: ["detailed", "smooth"])
     """Which of CASES to train on."""

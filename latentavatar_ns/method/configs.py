@@ -91,8 +91,14 @@ def tiny_config() -> LatentAvatarTrainerConfig:
         # What makes the small avatar draw eyes, teeth and the mouth's changes within a CPU budget
         # (scripts/bench_expression.py): fixed detail fitted texel by texel, a perceptual loss with the
         # cheap backbone (VGG would cost five times the whole model per step on a CPU), and losses
-        # averaged over the face, the mouth and the eyes.
+        # averaged over the face, the mouth and the eyes. The static planes join at step 500, once the
+        # generator has begun to read the code, and 16 coarse (16^2) tri-plane bases weighted by theta carry
+        # what the code changes texel by texel (not in the paper: expression_planes=0 and
+        # static_planes_start_step=0 leave them out).
         static_planes=True,
+        static_planes_start_step=500,
+        expression_planes=16,
+        expression_plane_resolution=16,
         lpips_loss_weight=0.1,
         lpips_loss_net="alex",
         face_loss_weight=1.0,
