@@ -82,7 +82,7 @@ class BenchReenact:
     device: str = "cpu"
     """cpu or cuda."""
     output: Path = Path("bench/reenact.json")
-    """Where the numbers go (the example sheet goes next to it)."""
+    """Where the numbers go (the example sheet goes next to it, as ``<name>_examples.png``)."""
     work_dir: Optional[Path] = None
     """Keep datasets, the avatar and the Y-network here (default: a temporary folder)."""
     reuse: bool = False
@@ -204,7 +204,7 @@ def main() -> None:
             cells = [driver.item(int(i))["image"], gts[i], *(renders[name][i] for name in YNETS), renders["direct"][i]]
             rows.append(np.concatenate([c.cpu().numpy() for c in cells], axis=1))
         cfg.output.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(to_uint8(np.concatenate(rows, axis=0))).save(cfg.output.with_name("reenact_examples.png"))
+        Image.fromarray(to_uint8(np.concatenate(rows, axis=0))).save(cfg.output.with_name(cfg.output.stem + "_examples.png"))
 
     device = torch.cuda.get_device_name() if cfg.device == "cuda" else \
         f"cpu ({platform.processor() or 'x86_64'}, {torch.get_num_threads()} threads)"
