@@ -204,7 +204,8 @@ def main() -> None:
             cells = [driver.item(int(i))["image"], gts[i], *(renders[name][i] for name in YNETS), renders["direct"][i]]
             rows.append(np.concatenate([c.cpu().numpy() for c in cells], axis=1))
         cfg.output.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(to_uint8(np.concatenate(rows, axis=0))).save(cfg.output.with_name(cfg.output.stem + "_examples.png"))
+        examples = cfg.output.with_name(cfg.output.stem + "_examples.png")
+        Image.fromarray(to_uint8(np.concatenate(rows, axis=0))).save(examples)
 
     device = torch.cuda.get_device_name() if cfg.device == "cuda" else \
         f"cpu ({platform.processor() or 'x86_64'}, {torch.get_num_threads()} threads)"
