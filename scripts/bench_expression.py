@@ -115,6 +115,10 @@ VARIANTS: Dict[str, List[str]] = {
     "expression_lr1x": ["--optimizers.expression-planes.optimizer.lr", "1e-3"],
     # Another training seed (nerfstudio's --machine.seed, 42 by default): run-to-run spread on the same data.
     "train_seed1": ["--machine.seed", "1"],
+    # latentavatar-tiny's static planes from the first step and no expression planes, as before they became its
+    # default: nothing on top of BASELINE, for benchmarks that start from the method's defaults (bench_reenact.py).
+    "earlier_tiny_default": ["--pipeline.model.static-planes-start-step", "0",
+                             "--pipeline.model.expression-planes", "0"],
     # One more generator block: 128^2 planes instead of latentavatar-tiny's 64^2.
     "planes128": ["--pipeline.model.generator-channels", "64", "64", "64", "64", "32", "32"],
 }
