@@ -109,8 +109,10 @@ def test_non_finite_guard():
 @pytest.mark.slow
 def test_kill_9_then_resume_restores_step_optimiser_and_codes(synthetic_dataset: Path, tmp_path: Path):
     out = tmp_path / "out"
+    # Static planes from the first step, so that every parameter group has optimiser state to restore.
     proc = subprocess.Popen(ns_train(synthetic_dataset, out, "--timestamp", "a", "--steps-per-save", "4",
-                                     "--max-num-iterations", "100000"),
+                                     "--max-num-iterations", "100000",
+                                     "--pipeline.model.static-planes-start-step", "0"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     models = out / "x" / "latentavatar-tiny" / "a" / "nerfstudio_models"
     try:
@@ -131,6 +133,7 @@ def test_kill_9_then_resume_restores_step_optimiser_and_codes(synthetic_dataset:
     saved = torch.load(newest, map_location="cpu", weights_only=True)
 
     config = tiny_trainer_config(synthetic_dataset, out, timestamp="b", resume=True)
+    config.pipeline.model.static_planes_start_step = 0
     config.save_config()  # --resume finds the killed run
     assert Path(config.load_dir).resolve() == models.resolve()
     trainer = config.setup()
