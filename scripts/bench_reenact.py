@@ -12,7 +12,10 @@ following B's (normalised as ``ns-latentavatar-reenact`` does) and compared with
    random weights as in the paper), and ``ynet_from_avatar``: the same with the shared encoder and the
    mapping started as copies of A's own (``ns-latentavatar-ynet --init-from-avatar``);
 2. ``direct``: B's crops straight into A's own encoder and mapping (no Y-network);
-3. ``self``: A's own held-out frames through its own encoder, from its own cameras (upper bound);
+3. ``self``: A's own held-out frames through its own encoder, from its own cameras (other frames, so
+   no strict bound), and ``own_code``: the ground-truth frames themselves (A making B's expressions)
+   through A's own encoder and mapping, from the same cameras as the driving paths: the code A's own
+   face gives those expressions, the strict self-reenactment bound on the driving frames;
 
 plus ``mean_theta``: A's mean theta over its training frames for every frame (no expression
 transfer at all), and the Y-networks / ``direct`` from the ground-truth cameras (pose normalisation
@@ -43,7 +46,7 @@ from PIL import Image
 
 from bench_expression import VARIANTS
 from latentavatar_ns.demo.steps import train
-from latentavatar_ns.reenact.avatar import load_avatar, open_splits, parser_for
+from latentavatar_ns.reenact.avatar import load_avatar, load_crops, open_splits, parser_for
 from latentavatar_ns.reenact.reenact import Reenactor
 from latentavatar_ns.reenact.train_ynet import YNetTrainConfig, load_ynet, train_ynet
 from latentavatar_ns.synthetic import make_dataset
@@ -165,6 +168,7 @@ def main() -> None:
         follow = reenactor.follow_cameras(driver)
         thetas = {name: reenactor.ynet_thetas(load_ynet(folder)[0], driver.crops) for name, folder in ynet_dirs.items()}
         thetas["direct"] = reenactor.own_thetas(driver.crops)
+        thetas["own_code"] = reenactor.own_thetas(load_crops([truth], crop))
         own = reenactor.driver(data_a, "eval")
         train_theta = reenactor.own_thetas(reenactor.driver(data_a, "train").crops)
         thetas["mean_theta"] = train_theta.mean(dim=0, keepdim=True).expand(len(driver), -1)
@@ -186,7 +190,7 @@ def main() -> None:
         results = {name: {**_score(metrics, images, gts, affines),
                           "expression_error": expression_error(thetas[name], drive_expr)}
                    for name, images in renders.items()}
-        for name in (*YNETS, "direct"):
+        for name in (*YNETS, "direct", "own_code"):
             results[f"{name}_gt_cameras"] = _score(metrics, render(thetas[name], truth.cameras), gts, affines)
         own_gts = [own.item(i)["image"] for i in range(len(own))]
         own_affines = [own.crop_affine(i) for i in range(len(own))]
@@ -220,6 +224,11 @@ def main() -> None:
         # Expression transfer: how much closer to the truth than one constant code (A's mean theta).
         "gain_over_mean_theta_db": {
             name: {region: results[name][region]["psnr"] - results["mean_theta"][region]["psnr"]
+                   for region in ("full_frame", "face_box", "mouth")}
+            for name in (*YNETS, "direct", "own_code")},
+        # How far each driving path stays below the code A's own face gives the same frames.
+        "below_own_code_db": {
+            name: {region: results["own_code"][region]["psnr"] - results[name][region]["psnr"]
                    for region in ("full_frame", "face_box", "mouth")}
             for name in (*YNETS, "direct")},
         # The bar this benchmark sets: the Y-network path beats B's crops straight into A's encoder on LPIPS and PSNR.
