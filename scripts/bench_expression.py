@@ -119,6 +119,8 @@ VARIANTS: Dict[str, List[str]] = {
     # default: nothing on top of BASELINE, for benchmarks that start from the method's defaults (bench_reenact.py).
     "earlier_tiny_default": ["--pipeline.model.static-planes-start-step", "0",
                              "--pipeline.model.expression-planes", "0"],
+    # Noise on the training codes, at a third of each channel's spread over the training frames.
+    "code_noise": ["--pipeline.model.code-noise-std", "0.3"],
     # One more generator block: 128^2 planes instead of latentavatar-tiny's 64^2.
     "planes128": ["--pipeline.model.generator-channels", "64", "64", "64", "64", "32", "32"],
 }

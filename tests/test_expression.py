@@ -169,6 +169,33 @@ def test_static_planes_stay_out_of_training_until_their_start_step(synthetic_dat
     assert torch.allclose(model.generator(torch.zeros(1, model.config.theta_dim)), without + static)
 
 
+def test_code_noise_is_scaled_by_the_codes_spread_and_only_in_training(synthetic_dataset: Path, tmp_path: Path,
+                                                                         monkeypatch):
+    pipeline = tiny_trainer(synthetic_dataset, tmp_path, code_noise_std=0.5).pipeline
+    model, dim = pipeline.model, pipeline.model.config.code_dim
+    table = model.code_table
+    assert torch.equal(table.spread(), torch.zeros(dim))  # nothing seen: no noise yet
+    cameras, batch = pipeline.datamanager.next_train(0)
+    rows = torch.as_tensor(batch["code_idx"]).reshape(-1)
+    fixed = torch.linspace(3, 6, dim)  # every crop encodes to this; two other rows at 0 and 2 times it
+    monkeypatch.setattr(model, "encode", lambda crops: fixed.expand(len(crops), -1).clone())
+    others = [i for i in range(table.num_train_frames) if i not in rows.tolist()][:2]
+    table.codes[others] = torch.stack([0 * fixed, 2 * fixed])
+    seen = []
+    model.mapping.register_forward_hook(lambda module, args, out: seen.append(args[0].detach().clone()))
+    for training in (True, True, False):
+        model.train(training)
+        model.clear_plane_cache()
+        with torch.no_grad():
+            model.get_outputs(cameras, batch)
+    spread = table.seen().std(dim=0)
+    assert torch.allclose(table.spread(), spread) and bool((spread > 0).all())
+    assert not torch.equal(seen[0], seen[1])  # fresh noise every step
+    noise = (torch.cat(seen[:2]) - fixed) / (0.5 * spread)
+    assert 0.6 < float(noise.std()) < 1.4 and abs(float(noise.mean())) < 0.3  # unit normal in units of 0.5 spread
+    assert torch.equal(seen[2], fixed.expand(len(rows), -1))  # none outside training
+
+
 def test_code_to_sr_starts_as_the_plain_head_and_lets_theta_change_the_image():
     torch.manual_seed(0)
     plain = SuperResolution(8, 16, scale=2)

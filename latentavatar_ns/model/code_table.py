@@ -44,6 +44,11 @@ class FrameCodeTable:
         rows = self.training
         return rows[rows.abs().sum(dim=1) > 0]
 
+    def spread(self) -> Float[Tensor, " D"]:
+        """Each channel's standard deviation over the seen training rows (zeros until two are seen)."""
+        rows = self.seen()
+        return rows.std(dim=0) if len(rows) > 1 else torch.zeros_like(self.codes[0])
+
     def at_times(self, times: Float[Tensor, "*B 1"], num: int) -> Int[Tensor, " B"]:
         """Training frame shown at a time in [0, 1] (a camera path's keyframe time): 0 first, 1 last."""
         idx = (times.reshape(-1).to(self.codes.device).clamp(0.0, 1.0) * (self.num_train_frames - 1)).round().long()

@@ -55,6 +55,12 @@ class LatentAvatarModelConfig(ModelConfig):
     """Person-specific code size (the mapping MLP's output, the generator's style)."""
     encoder_noise_std: float = 0.05
     """Gaussian noise added to the crop in training, so the code ignores pixel noise."""
+    code_noise_std: float = 0.0
+    """Gaussian noise added to each training image's expression code, in units of each channel's spread over
+    the training frames' stored codes (not in the paper). A short video gives the generator a hundred-odd
+    codes, each of which it can draw as its own image; with noise it must draw neighbouring codes alike, so
+    a held-out expression, whose code falls between the training codes, gets an image between theirs rather
+    than an arbitrary one. 0 leaves it out."""
     encoder_warm_start_steps: int = 0
     """Before the first step, fit the encoder for this many steps as half of an autoencoder of the training
     frames' crops, the mouth and eyes weighted as the region losses weigh them (not in the paper). A
@@ -360,6 +366,8 @@ class LatentAvatarModel(Model):
         batch = _batched(batch)
         code = self.codes_for(cameras, batch)
         if self.training:
+            if self.config.code_noise_std > 0:
+                code = code + torch.randn_like(code) * self.config.code_noise_std * self.code_table.spread()
             if self.pose_refinement is not None and batch is not None and "image_idx" in batch:
                 cameras = self.pose_refinement(cameras, torch.as_tensor(batch["image_idx"]).reshape(-1))
             window = self.training_window(cameras) if batch is not None and "image" in batch else None
