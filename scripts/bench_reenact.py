@@ -62,8 +62,8 @@ YNETS = {"ynet": False, "ynet_from_avatar": True}
 class BenchReenact:
     avatar_iterations: int = 2500
     """ns-train latentavatar-tiny steps for the avatar."""
-    ynet_steps: int = 1500
-    """Y-network training steps."""
+    ynet_steps: int = 3000
+    """Y-network training steps (``ns-latentavatar-ynet`` trains 20000 by default; a CPU affords a fraction)."""
     ynet_batch_size: int = 8
     """Crops per domain per Y-network step."""
     num_frames: int = 400
