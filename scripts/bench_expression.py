@@ -121,6 +121,8 @@ VARIANTS: Dict[str, List[str]] = {
                              "--pipeline.model.expression-planes", "0"],
     # Noise on the training codes, at a third of each channel's spread over the training frames.
     "code_noise": ["--pipeline.model.code-noise-std", "0.3"],
+    # The occupancy grid instead of the paper's uniform samples ("Sampling").
+    "occupancy": ["--pipeline.model.sampler", "occupancy"],
     # One more generator block: 128^2 planes instead of latentavatar-tiny's 64^2.
     "planes128": ["--pipeline.model.generator-channels", "64", "64", "64", "64", "32", "32"],
 }
