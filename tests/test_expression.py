@@ -177,10 +177,10 @@ def test_code_noise_is_scaled_by_the_codes_spread_and_only_in_training(synthetic
     assert torch.equal(table.spread(), torch.zeros(dim))  # nothing seen: no noise yet
     cameras, batch = pipeline.datamanager.next_train(0)
     rows = torch.as_tensor(batch["code_idx"]).reshape(-1)
-    fixed = torch.linspace(3, 6, dim)  # every crop encodes to this; two other rows at 0 and 2 times it
+    fixed = torch.linspace(3, 6, dim)  # every crop encodes to this; two other rows at 2 and 3 times it
     monkeypatch.setattr(model, "encode", lambda crops: fixed.expand(len(crops), -1).clone())
     others = [i for i in range(table.num_train_frames) if i not in rows.tolist()][:2]
-    table.codes[others] = torch.stack([0 * fixed, 2 * fixed])
+    table.codes[others] = torch.stack([2 * fixed, 3 * fixed])
     seen = []
     model.mapping.register_forward_hook(lambda module, args, out: seen.append(args[0].detach().clone()))
     for training in (True, True, False):
