@@ -196,8 +196,13 @@ class BenchExpression:
     """Keep datasets and runs here (default: a temporary folder); existing datasets and finished runs are reused."""
 
 
+def variant_options(name: str) -> List[str]:
+    """The options a ``+``-joined variant name adds to whatever it starts from (an empty name adds none)."""
+    return [arg for part in name.split("+") if part for arg in VARIANTS[part]]
+
+
 def _variant_args(name: str) -> List[str]:
-    return BASELINE + [arg for part in name.split("+") for arg in VARIANTS[part]]
+    return BASELINE + variant_options(name)
 
 
 def _store_pose_error(data: Path, errors: np.ndarray) -> None:

@@ -44,7 +44,7 @@ import torch
 import tyro
 from PIL import Image
 
-from bench_expression import VARIANTS
+from bench_expression import VARIANTS, variant_options
 from latentavatar_ns.demo.steps import train
 from latentavatar_ns.reenact.avatar import load_avatar, load_crops, open_splits, parser_for
 from latentavatar_ns.reenact.reenact import Reenactor
@@ -117,7 +117,7 @@ def main() -> None:
     unknown = [part for part in cfg.avatar_variant.split("+") if part and part not in VARIANTS]
     if unknown:
         raise SystemExit(f"error: --avatar-variant names unknown variant(s) {unknown}; variants: {list(VARIANTS)}")
-    avatar_args = [arg for part in cfg.avatar_variant.split("+") if part for arg in VARIANTS[part]]
+    avatar_args = variant_options(cfg.avatar_variant)
     torch.manual_seed(cfg.seed)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(cfg.work_dir) if cfg.work_dir is not None else Path(tmp)
