@@ -125,6 +125,10 @@ VARIANTS: Dict[str, List[str]] = {
     "occupancy": ["--pipeline.model.sampler", "occupancy"],
     # One more generator block: 128^2 planes instead of latentavatar-tiny's 64^2.
     "planes128": ["--pipeline.model.generator-channels", "64", "64", "64", "64", "32", "32"],
+    # The SR head's output added to the upsampled low-res RGB, as EG3D's head does.
+    "sr_residual": ["--pipeline.model.sr-residual", "True"],
+    # Every learning rate held for the first half of the run, then down to a tenth along a half cosine.
+    "lr_decay": ["--lr-final-factor", "0.1"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several
 (``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16`` is

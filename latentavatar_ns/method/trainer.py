@@ -15,11 +15,13 @@ from typing import Any, Dict, Optional, Type
 
 import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import TRAIN_INTERATION_OUTPUT, Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from latentavatar_ns.data.format import DatasetError
 from latentavatar_ns.method.launch import DistributedConfig, check_machine_flags, use_project_launcher
+from latentavatar_ns.method.schedulers import LateCosineDecaySchedulerConfig
 from latentavatar_ns.utils.checkpoints import NonFiniteGuard, TrainingError, checkpoints_in, load_newest, prune
 from latentavatar_ns.utils.cpu_memory import keep_freed_memory
 from latentavatar_ns.utils.distributed import all_true, broadcast_state, check_ranks_agree, rank
@@ -55,6 +57,13 @@ class LatentAvatarTrainerConfig(TrainerConfig):
     (ns-latentavatar-reenact --via blendshapes). It takes seconds; ns-latentavatar-blendshapes fit does the same."""
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     """Time limits of a run in several processes (``--machine.num-devices``, ``--machine.num-machines``)."""
+    lr_final_factor: float = 1.0
+    """Every parameter group's learning rate at the last step (--max-num-iterations), as a fraction of its own.
+    Below 1 the rates hold until ``lr_decay_start`` of the run and then fall along a half cosine, so that the
+    last steps settle into detail instead of hopping around it. 1 keeps them constant (the paper's Adam).
+    A group given its own scheduler in ``optimizers`` keeps that one."""
+    lr_decay_start: float = 0.5
+    """Fraction of the run after which the learning rates fall, when ``lr_final_factor`` is below 1."""
 
     def find_resume_dir(self) -> Path:
         """The checkpoint folder of this experiment's run with the newest checkpoint."""
@@ -122,6 +131,22 @@ class LatentAvatarTrainer(Trainer):
         except (DatasetError, TrainingError):  # bad data, or no checkpoint to load
             self.remove_run_without_checkpoints()
             raise
+
+    def setup_optimizers(self) -> Optimizers:
+        """nerfstudio's optimizers; with ``lr_final_factor`` below 1, the groups without a scheduler get the
+        late cosine fall."""
+        cfg = self.config
+        if not 0.0 < cfg.lr_final_factor <= 1.0 or not 0.0 <= cfg.lr_decay_start < 1.0:
+            raise TrainingError(f"--lr-final-factor must be in (0, 1] and --lr-decay-start in [0, 1), "
+                                f"got {cfg.lr_final_factor} and {cfg.lr_decay_start}")
+        groups = {name: dict(group) for name, group in cfg.optimizers.items()}
+        if cfg.lr_final_factor < 1.0:
+            decay = LateCosineDecaySchedulerConfig(final_factor=cfg.lr_final_factor, decay_start=cfg.lr_decay_start,
+                                                   max_steps=cfg.max_num_iterations)
+            for group in groups.values():
+                group["scheduler"] = group.get("scheduler") or decay
+        pipeline: Any = self.pipeline
+        return Optimizers(groups, pipeline.get_param_groups())
 
     def fit_blendshape_mapping(self, step: int) -> None:
         """Fit the blendshape mapping of the checkpoint just saved, if the training frames have blendshapes."""

@@ -147,6 +147,10 @@ class LatentAvatarModelConfig(ModelConfig):
     """Super-resolution factor: rays are rendered at the image size / sr_scale (128^2 for 512^2 frames)."""
     sr_width: int = 64
     """Width of the super-resolution U-Net's first level."""
+    sr_residual: bool = False
+    """Add the super-resolution head's output to the upsampled low-res RGB (in logit space) instead of
+    drawing the image from the features alone, as EG3D's head does (not in the paper): the head starts as
+    that upsample and has to learn only the detail on top of it."""
     inference_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Precision of renders outside training (viewer, ns-render, reenactment): reduced precision runs the
     generator, field and SR head under autocast (float16 is CUDA only); training keeps float32 (or nerfstudio's
@@ -203,7 +207,7 @@ class LatentAvatarModel(Model):
         self.field = TriplaneField(cfg.plane_channels, cfg.field_hidden_dim, cfg.feature_dim)
         self.renderer = VolumeRenderer(self.scene_box, make_sampler(cfg, self.scene_box.aabb))
         self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale,
-                                        style_dim=cfg.theta_dim if cfg.code_to_sr else 0)
+                                        style_dim=cfg.theta_dim if cfg.code_to_sr else 0, residual=cfg.sr_residual)
         self.pose_refinement = HeadPoseRefinement(self.num_train_data) if cfg.pose_refinement else None
         self.crop_decoder = CropDecoder(cfg.code_dim, cfg.encoder_crop_size) \
             if cfg.code_reconstruction_weight > 0 else None

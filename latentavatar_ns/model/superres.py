@@ -28,9 +28,15 @@ class SuperResolution(nn.Module):
     With ``style_dim`` > 0 (not in the paper; EG3D's super-resolution takes its latent the same way)
     every instance norm's scale and shift are also moved by a linear map of a style vector (theta),
     adaptive instance normalisation. The maps start at zero, so training starts from the plain head.
+
+    With ``residual`` (not in the paper; EG3D's super-resolution adds its output to the upsampled image the
+    same way) the head's output is added, in logit space, to the bilinear upsample of the feature map's first
+    three channels, the low-res RGB. Its last layer starts at zero, so the head starts as that upsample and
+    learns only the detail on top of it.
     """
 
-    def __init__(self, in_channels: int = 32, width: int = 64, scale: int = 4, style_dim: int = 0):
+    def __init__(self, in_channels: int = 32, width: int = 64, scale: int = 4, style_dim: int = 0,
+                 residual: bool = False):
         super().__init__()
         if scale < 1 or scale & (scale - 1):
             raise ValueError(f"super-resolution scale must be a power of two, got {scale}")
@@ -45,6 +51,10 @@ class SuperResolution(nn.Module):
         self.ups = nn.ModuleList(ups)
         self.out = nn.Conv2d(c, 3, 1)
         self.scale = scale
+        self.residual = residual
+        if residual:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(cast(Tensor, self.out.bias))
         self.style: Optional[nn.ModuleList] = None
         if style_dim > 0:  # per block: (scale, shift) of each of its two norms
             linears = [nn.Linear(style_dim, 4 * width) for width in widths]
@@ -66,7 +76,10 @@ class SuperResolution(nn.Module):
         for up in self.ups:
             x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
             x = self._block(cast(nn.Sequential, up), x, mods, style)
-        return torch.sigmoid(self.out(x))
+        if not self.residual:
+            return torch.sigmoid(self.out(x))
+        base = F.interpolate(features[:, :3], size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.sigmoid(torch.logit(base.clamp(1e-3, 1.0 - 1e-3)) + self.out(x))
 
     @staticmethod
     def _block(block: nn.Sequential, x: Tensor, mods, style: Optional[Tensor]) -> Tensor:
