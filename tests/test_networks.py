@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+
+import pytest
 import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.scene_box import SceneBox
@@ -142,6 +145,46 @@ def test_superres_scales_by_four():
     sr = SuperResolution(32, 16, scale=4)
     out = sr(torch.randn(1, 32, 16, 16))
     assert out.shape == (1, 3, 64, 64) and out.min() >= 0 and out.max() <= 1
+
+
+def test_residual_superres_starts_as_the_upsampled_low_res_rgb_and_learns_detail():
+    torch.manual_seed(0)
+    sr = SuperResolution(8, 16, scale=4, residual=True)
+    features = torch.randn(1, 8, 8, 8)
+    features[:, :3] = torch.rand(1, 3, 8, 8) * 0.9 + 0.05  # low-res RGB as the field gives it
+    upsampled = torch.nn.functional.interpolate(features[:, :3], scale_factor=4.0, mode="bilinear",
+                                                align_corners=False)
+    assert torch.allclose(sr(features), upsampled, atol=1e-5)
+    target = (upsampled > 0.5).float()  # the same image with sharp edges: detail the upsample lacks
+    optimizer = torch.optim.Adam(sr.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        loss = (sr(features) - target).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_late_cosine_decay_holds_then_falls_and_checkpoints_without_numpy():
+    from latentavatar_ns.method.schedulers import LateCosineDecaySchedulerConfig
+
+    param = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.Adam([param], lr=1e-3)
+    config = LateCosineDecaySchedulerConfig(final_factor=0.1, decay_start=0.5, max_steps=100)
+    scheduler = config.setup().get_scheduler(optimizer, 1e-3)
+    rates = []
+    for _ in range(120):
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[48] == 1e-3 and all(a >= b for a, b in zip(rates, rates[1:]))
+    assert rates[74] == pytest.approx(0.55e-3) and rates[99] == pytest.approx(1e-4) and rates[-1] == rates[99]
+    buffer = io.BytesIO()
+    torch.save({"scheduler": scheduler.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True)["scheduler"]["last_epoch"] == 120
 
 
 def _camera(size: int) -> Cameras:

@@ -183,6 +183,27 @@ def test_saved_config_is_plain_yaml(trained_run: Path):
     assert yaml.load(text, Loader=yaml.Loader).pipeline.model.sr_scale == 4
 
 
+def test_lr_final_factor_gives_every_group_the_late_fall_and_bad_values_are_refused(synthetic_dataset: Path,
+                                                                                       tmp_path: Path):
+    from latentavatar_ns.method.trainer import TrainingError
+    from trainers import tiny_trainer_config
+
+    config = tiny_trainer_config(synthetic_dataset, tmp_path)
+    config.max_num_iterations, config.lr_final_factor, config.lr_decay_start = 200, 0.1, 0.5
+    trainer = config.setup()
+    trainer.setup()
+    optimizers = trainer.optimizers
+    assert set(optimizers.schedulers) == set(optimizers.optimizers) and "encoder" in optimizers.schedulers
+    for name, scheduler in optimizers.schedulers.items():
+        lr = optimizers.config[name]["optimizer"].lr
+        assert scheduler.lr_lambdas[0](100) == 1.0 and scheduler.lr_lambdas[0](200) == pytest.approx(0.1)
+        assert optimizers.optimizers[name].param_groups[0]["lr"] == lr
+    config = tiny_trainer_config(synthetic_dataset, tmp_path / "bad")
+    config.lr_final_factor = 1.5
+    with pytest.raises(TrainingError, match="--lr-final-factor"):
+        config.setup().setup()
+
+
 def test_patch_wise_training_renders_a_window_of_the_frame(synthetic_dataset: Path, tmp_path: Path):
     from latentavatar_ns.model.rendering import cropped_cameras, resized_cameras
     from latentavatar_ns.model.rendering import camera_rays
