@@ -129,6 +129,9 @@ VARIANTS: Dict[str, List[str]] = {
     "sr_residual": ["--pipeline.model.sr-residual", "True"],
     # Every learning rate held for the first half of the run, then down to a tenth along a half cosine.
     "lr_decay": ["--lr-final-factor", "0.1"],
+    # The matte loss ten times stronger (latentavatar-tiny's 0.1 to 1): a head outline pinned in every
+    # training view, for outlines in poses between them.
+    "mask1": ["--pipeline.model.mask-loss-weight", "1"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several
 (``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16`` is
