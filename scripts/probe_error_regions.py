@@ -1,0 +1,137 @@
+"""Where in the face box does a trained avatar's error lie: on the head's outline, the eyes, the mouth, or the rest?
+
+    python scripts/probe_error_regions.py --data DATASET --runs RUN_DIR [RUN_DIR ...] --output OUT.json
+
+The face-box PSNR of ``scripts/bench_expression.py`` is one number for a square that holds the outline of the
+head as well as its features. This probe splits each frame's squared error inside the face box into
+disjoint parts, taken in this order: the **outline** (pixels within ``--band`` of the matte's edge), the
+**eyes** and the **mouth** boxes, and the **rest** of the face. Per run and split (held-out frames, and as
+many evenly spaced training frames) it reports each part's share of the error and of the area, the face-box
+PSNR, and the face-box PSNR the frames would have if the outline's pixels erred no more than the rest of the
+face on average. A picture per run (``OUT_<run>.png``) shows ground truth | render | signed error (red:
+render brighter, blue: darker, ×4) for the first, middle and last held-out frame and one training frame.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import torch
+import tyro
+from jaxtyping import Bool, Float
+from nerfstudio.utils.eval_utils import eval_setup
+from PIL import Image
+from scipy.ndimage import binary_dilation, binary_erosion
+
+from bench_expression import _boxes_of
+from latentavatar_ns.utils.image import to_uint8
+
+Box = Tuple[int, int, int, int]
+PARTS = ("outline", "eyes", "mouth", "rest")
+
+
+@dataclass
+class ProbeErrorRegions:
+    """Split trained avatars' face-box error into the head's outline, the eyes, the mouth and the rest."""
+
+    data: Path
+    """Dataset the runs were trained on (synthetic heads or a processed video: region boxes come from it)."""
+    runs: List[Path] = field(default_factory=list)
+    """``ns-train`` run directories (holding ``config.yml``) trained on ``data``."""
+    output: Path = Path("bench/error_regions.json")
+    """Where the numbers go; the pictures are written beside it."""
+    band: int = 2
+    """Half-width of the outline band, in output pixels on each side of the matte's edge."""
+
+
+def _box_mask(shape: Tuple[int, int], box: Box) -> Bool[np.ndarray, "H W"]:
+    x0, y0, x1, y1 = box
+    out = np.zeros(shape, bool)
+    out[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
+    return out
+
+
+def region_masks(matte: Bool[np.ndarray, "H W"], boxes: Dict[str, Box], band: int) -> Dict[str, np.ndarray]:
+    """Disjoint masks inside ``boxes['face']``: the outline band first, then the eyes, the mouth, the rest."""
+    face = _box_mask(matte.shape, boxes["face"])
+    outline = binary_dilation(matte, iterations=band) & ~binary_erosion(matte, iterations=band) & face
+    masks, taken = {"outline": outline}, outline.copy()
+    for name in ("eyes", "mouth"):
+        masks[name] = _box_mask(matte.shape, boxes[name]) & face & ~taken
+        taken |= masks[name]
+    masks["rest"] = face & ~taken
+    return masks
+
+
+def split_error(error: Float[np.ndarray, "H W"], masks: Dict[str, np.ndarray]) -> Dict[str, float]:
+    """Each part's share of the face box's squared error and area, the face-box PSNR, and that PSNR with the
+    outline's pixels at the rest of the face's mean error."""
+    face = np.zeros_like(masks["rest"])
+    for mask in masks.values():
+        face |= mask
+    total = max(float(error[face].sum()), 1e-20)
+    out = {f"{name}_error_share": float(error[mask].sum()) / total for name, mask in masks.items()}
+    out.update({f"{name}_area_share": float(mask.sum()) / float(face.sum()) for name, mask in masks.items()})
+    out["face_psnr"] = float(-10.0 * np.log10(max(float(error[face].mean()), 1e-20)))
+    levelled = error.copy()
+    levelled[masks["outline"]] = float(error[masks["rest"]].mean()) if masks["rest"].any() else 0.0
+    out["face_psnr_outline_as_rest"] = float(-10.0 * np.log10(max(float(levelled[face].mean()), 1e-20)))
+    return out
+
+
+def signed_error_picture(gt: Float[np.ndarray, "H W 3"], render: Float[np.ndarray, "H W 3"]) -> np.ndarray:
+    """Ground truth | render | signed error (red where the render is brighter, blue where darker, ×4)."""
+    diff = (render - gt).mean(-1, keepdims=True)
+    signed = np.clip(np.concatenate([diff.clip(0), np.zeros_like(diff), (-diff).clip(0)], -1) * 4.0, 0.0, 1.0)
+    return np.concatenate([gt, render, signed], axis=1)
+
+
+@torch.no_grad()
+def probe_run(run: Path, cfg: ProbeErrorRegions, picture: Path) -> Dict:
+    """Mean error split of one run's held-out frames and as many evenly spaced training frames."""
+    if not (run / "config.yml").is_file():
+        raise SystemExit(f"error: {run / 'config.yml'}: not found; --runs takes ns-train run directories")
+    _, pipeline, _, _ = eval_setup(run / "config.yml", test_mode="test")
+    model, boxes_of = pipeline.model, _boxes_of(cfg.data)
+    model.eval()
+    datasets = {"eval": pipeline.datamanager.eval_dataset, "train": pipeline.datamanager.train_dataset}
+    n_eval = len(datasets["eval"])
+    chosen = {"eval": list(range(n_eval)),
+              "train": np.linspace(0, len(datasets["train"]) - 1, n_eval).round().astype(int).tolist()}
+    shown = {("eval", 0), ("eval", n_eval // 2), ("eval", n_eval - 1), ("train", chosen["train"][n_eval // 2])}
+    result, rows = {}, []
+    for split, indices in chosen.items():
+        stats = []
+        for i in indices:
+            item = {k: v for k, v in datasets[split].get_data(i).items() if k != "code_idx"}
+            render = model.get_outputs(datasets[split].cameras[i : i + 1].to(model.device), item)["rgb"][0]
+            gt, render = item["image"].numpy(), render.clamp(0.0, 1.0).cpu().numpy()
+            height, width = gt.shape[:2]
+            matte = item["mask"].numpy().reshape(height, width) > 0.5
+            masks = region_masks(matte, boxes_of(split, i, width, height), cfg.band)
+            stats.append(split_error(((render - gt) ** 2).mean(-1), masks))
+            if (split, i) in shown:
+                rows.append(signed_error_picture(gt, render))
+        result["heldout" if split == "eval" else "train"] = {key: float(np.mean([s[key] for s in stats]))
+                                                              for key in stats[0]}
+    Image.fromarray(to_uint8(np.concatenate(rows, axis=0))).save(picture)
+    return result
+
+
+def main() -> None:
+    cfg = tyro.cli(ProbeErrorRegions)
+    cfg.output.parent.mkdir(parents=True, exist_ok=True)
+    result: Dict = {"data": str(cfg.data), "band": cfg.band, "runs": {}}
+    for run in cfg.runs:
+        name = run.parents[1].name if run.name == "run" else run.name
+        result["runs"][name] = probe_run(run, cfg, cfg.output.with_name(f"{cfg.output.stem}_{name}.png"))
+        print(name, json.dumps(result["runs"][name]), flush=True)
+    cfg.output.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
