@@ -46,6 +46,8 @@ class ProbeErrorRegions:
     """Where the numbers go; the pictures are written beside it."""
     band: int = 2
     """Half-width of the outline band, in output pixels on each side of the matte's edge."""
+    zoom: int = 2
+    """Pixel repeat of the pictures, so that a one-pixel misplaced outline can be seen."""
 
 
 def _box_mask(shape: Tuple[int, int], box: Box) -> Bool[np.ndarray, "H W"]:
@@ -118,7 +120,8 @@ def probe_run(run: Path, cfg: ProbeErrorRegions, picture: Path) -> Dict:
                 rows.append(signed_error_picture(gt, render))
         result["heldout" if split == "eval" else "train"] = {key: float(np.mean([s[key] for s in stats]))
                                                               for key in stats[0]}
-    Image.fromarray(to_uint8(np.concatenate(rows, axis=0))).save(picture)
+    picture_rows = np.concatenate(rows, axis=0).repeat(cfg.zoom, axis=0).repeat(cfg.zoom, axis=1)
+    Image.fromarray(to_uint8(picture_rows)).save(picture)
     return result
 
 
