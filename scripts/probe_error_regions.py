@@ -3,13 +3,16 @@
     python scripts/probe_error_regions.py --data DATASET --runs RUN_DIR [RUN_DIR ...] --output OUT.json
 
 The face-box PSNR of ``scripts/bench_expression.py`` is one number for a square that holds the outline of the
-head as well as its features. This probe splits each frame's squared error inside the face box into
-disjoint parts, taken in this order: the **outline** (pixels within ``--band`` of the matte's edge), the
-**eyes** and the **mouth** boxes, and the **rest** of the face. Per run and split (held-out frames, and as
-many evenly spaced training frames) it reports each part's share of the error and of the area, the face-box
-PSNR, and the face-box PSNR the frames would have if the outline's pixels erred no more than the rest of the
-face on average. A picture per run (``OUT_<run>.png``) shows ground truth | render | signed error (red:
-render brighter, blue: darker, ×4) for the first, middle and last held-out frame and one training frame.
+head as well as its features. This probe splits each frame's squared error inside the face box into disjoint
+parts, taken in this order: the **outline** (pixels within ``--band`` of the matte's edge), the **eyes** and
+the **mouth** boxes, and the **rest** of the face. Per run and split (held-out frames, and as many evenly
+spaced training frames) it reports each part's share of the error and of the area, the face-box PSNR, and the
+face-box PSNR the frames would have if the outline's pixels erred no more than the rest of the face on
+average. With ``--fit-pose-steps`` the held-out frames are scored once more from the head pose fitted to each
+image (``fit_head_pose``, the frame's own code held): an outline error that a rigid move of the head removes
+is one of where the head is drawn, not of its shape. A picture per run (``OUT_<run>.png``) shows ground truth
+| render | signed error (red: render brighter, blue: darker, ×4) for the first, middle and last held-out frame
+and one training frame.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -28,6 +31,7 @@ from PIL import Image
 from scipy.ndimage import binary_dilation, binary_erosion
 
 from bench_expression import _boxes_of
+from latentavatar_ns.model.pose_refinement import fit_head_pose
 from latentavatar_ns.utils.image import to_uint8
 
 Box = Tuple[int, int, int, int]
@@ -48,6 +52,8 @@ class ProbeErrorRegions:
     """Half-width of the outline band, in output pixels on each side of the matte's edge."""
     zoom: int = 2
     """Pixel repeat of the pictures, so that a one-pixel misplaced outline can be seen."""
+    fit_pose_steps: int = 0
+    """Also score the held-out frames from head poses fitted to their images in this many steps (0: not)."""
 
 
 def _box_mask(shape: Tuple[int, int], box: Box) -> Bool[np.ndarray, "H W"]:
@@ -59,11 +65,12 @@ def _box_mask(shape: Tuple[int, int], box: Box) -> Bool[np.ndarray, "H W"]:
 
 def region_masks(matte: Bool[np.ndarray, "H W"], boxes: Dict[str, Box], band: int) -> Dict[str, np.ndarray]:
     """Disjoint masks inside ``boxes['face']``: the outline band first, then the eyes, the mouth, the rest."""
-    face = _box_mask(matte.shape, boxes["face"])
+    shape = (matte.shape[0], matte.shape[1])
+    face = _box_mask(shape, boxes["face"])
     outline = binary_dilation(matte, iterations=band) & ~binary_erosion(matte, iterations=band) & face
     masks, taken = {"outline": outline}, outline.copy()
     for name in ("eyes", "mouth"):
-        masks[name] = _box_mask(matte.shape, boxes[name]) & face & ~taken
+        masks[name] = _box_mask(shape, boxes[name]) & face & ~taken
         taken |= masks[name]
     masks["rest"] = face & ~taken
     return masks
@@ -100,26 +107,33 @@ def probe_run(run: Path, cfg: ProbeErrorRegions, picture: Path) -> Dict:
     _, pipeline, _, _ = eval_setup(run / "config.yml", test_mode="test")
     model, boxes_of = pipeline.model, _boxes_of(cfg.data)
     model.eval()
-    datasets = {"eval": pipeline.datamanager.eval_dataset, "train": pipeline.datamanager.train_dataset}
+    datasets: Dict[str, Any] = {"eval": pipeline.datamanager.eval_dataset, "train": pipeline.datamanager.train_dataset}
     n_eval = len(datasets["eval"])
     chosen = {"eval": list(range(n_eval)),
               "train": np.linspace(0, len(datasets["train"]) - 1, n_eval).round().astype(int).tolist()}
-    shown = {("eval", 0), ("eval", n_eval // 2), ("eval", n_eval - 1), ("train", chosen["train"][n_eval // 2])}
+    passes = [("heldout", "eval"), ("train", "train")]
+    if cfg.fit_pose_steps > 0:
+        passes.append(("heldout_fitted_pose", "eval"))
+    shown = {("heldout", 0), ("heldout", n_eval // 2), ("heldout", n_eval - 1), ("train", chosen["train"][n_eval // 2])}
     result, rows = {}, []
-    for split, indices in chosen.items():
+    for key, split in passes:
         stats = []
-        for i in indices:
+        for i in chosen[split]:
             item = {k: v for k, v in datasets[split].get_data(i).items() if k != "code_idx"}
-            render = model.get_outputs(datasets[split].cameras[i : i + 1].to(model.device), item)["rgb"][0]
+            camera = datasets[split].cameras[i : i + 1].to(model.device)
+            if key == "heldout_fitted_pose":
+                code = model.encode(item["encoder_crop"][None].to(model.device))
+                camera = fit_head_pose(lambda cam: model.render_code(code, cam), camera, item["image"].to(model.device),
+                                       steps=cfg.fit_pose_steps)
+            render = model.get_outputs(camera, item)["rgb"][0]
             gt, render = item["image"].numpy(), render.clamp(0.0, 1.0).cpu().numpy()
             height, width = gt.shape[:2]
             matte = item["mask"].numpy().reshape(height, width) > 0.5
             masks = region_masks(matte, boxes_of(split, i, width, height), cfg.band)
             stats.append(split_error(((render - gt) ** 2).mean(-1), masks))
-            if (split, i) in shown:
+            if (key, i) in shown:
                 rows.append(signed_error_picture(gt, render))
-        result["heldout" if split == "eval" else "train"] = {key: float(np.mean([s[key] for s in stats]))
-                                                              for key in stats[0]}
+        result[key] = {name: float(np.mean([s[name] for s in stats])) for name in stats[0]}
     picture_rows = np.concatenate(rows, axis=0).repeat(cfg.zoom, axis=0).repeat(cfg.zoom, axis=1)
     Image.fromarray(to_uint8(picture_rows)).save(picture)
     return result
