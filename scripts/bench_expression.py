@@ -60,7 +60,7 @@ BASELINE: List[str] = [
     "--pipeline.model.lpips-loss-net", "vgg", "--pipeline.model.face-loss-weight", "0",
     "--pipeline.model.mouth-loss-weight", "0", "--pipeline.model.eye-loss-weight", "0",
     "--pipeline.model.static-planes-start-step", "0", "--pipeline.model.expression-planes", "0",
-    "--pipeline.model.expression-plane-resolution", "0",
+    "--pipeline.model.expression-plane-resolution", "0", "--lr-final-factor", "1",
 ]
 """Where every variant starts: ``latentavatar-tiny`` with the paper's losses (without its LPIPS-VGG term,
 too costly on a CPU) and no static planes, which was its default before this benchmark. Spelled out,
@@ -134,7 +134,7 @@ VARIANTS: Dict[str, List[str]] = {
     "mask1": ["--pipeline.model.mask-loss-weight", "1"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several
-(``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16`` is
+(``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay`` is
 ``latentavatar-tiny``'s default)."""
 
 
@@ -177,7 +177,8 @@ class BenchExpression:
     method: str = "latentavatar-tiny"
     """Method to train (the CPU budget suits latentavatar-tiny)."""
     variants: List[str] = field(default_factory=lambda: [
-        "baseline", "static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16"])
+        "baseline",
+        "static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay"])
     """Which of VARIANTS to train (``a+b`` combines two); the first is the reference of every delta."""
     cases: List[str] = field(default_factory=lambda: ["detailed", "smooth"])
     """Which of CASES to train on."""

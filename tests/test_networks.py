@@ -225,6 +225,8 @@ def test_paper_config_numbers():
     for losses in (default_config().pipeline.model, tiny):
         assert (losses.face_loss_weight, losses.mouth_loss_weight, losses.eye_loss_weight) == (1.0, 1.0, 1.0)
     assert model.sampler == "uniform" and default_config().pipeline.model.sampler == "proposal"  # bench/sampling.json
+    # The late fall of the learning rates leaves the networks alone: both methods' default, not the paper's.
+    assert cfg.lr_final_factor == 1.0 and default_config().lr_final_factor == tiny_config().lr_final_factor == 0.1
 
 
 def test_fused_adam_config_takes_the_same_steps_as_the_loop():
