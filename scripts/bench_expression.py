@@ -61,6 +61,7 @@ BASELINE: List[str] = [
     "--pipeline.model.mouth-loss-weight", "0", "--pipeline.model.eye-loss-weight", "0",
     "--pipeline.model.static-planes-start-step", "0", "--pipeline.model.expression-planes", "0",
     "--pipeline.model.expression-plane-resolution", "0", "--lr-final-factor", "1",
+    "--pipeline.model.sr-residual", "False",
 ]
 """Where every variant starts: ``latentavatar-tiny`` with the paper's losses (without its LPIPS-VGG term,
 too costly on a CPU) and no static planes, which was its default before this benchmark. Spelled out,
@@ -134,7 +135,7 @@ VARIANTS: Dict[str, List[str]] = {
     "mask1": ["--pipeline.model.mask-loss-weight", "1"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several
-(``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay`` is
+(``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual`` is
 ``latentavatar-tiny``'s default)."""
 
 
@@ -178,7 +179,7 @@ class BenchExpression:
     """Method to train (the CPU budget suits latentavatar-tiny)."""
     variants: List[str] = field(default_factory=lambda: [
         "baseline",
-        "static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay"])
+        "static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual"])
     """Which of VARIANTS to train (``a+b`` combines two); the first is the reference of every delta."""
     cases: List[str] = field(default_factory=lambda: ["detailed", "smooth"])
     """Which of CASES to train on."""

@@ -227,6 +227,8 @@ def test_paper_config_numbers():
     assert model.sampler == "uniform" and default_config().pipeline.model.sampler == "proposal"  # bench/sampling.json
     # The late fall of the learning rates leaves the networks alone: both methods' default, not the paper's.
     assert cfg.lr_final_factor == 1.0 and default_config().lr_final_factor == tiny_config().lr_final_factor == 0.1
+    # The residual super-resolution head changes the paper's head: latentavatar-tiny's default only.
+    assert tiny.sr_residual and not model.sr_residual and not default_config().pipeline.model.sr_residual
 
 
 def test_fused_adam_config_takes_the_same_steps_as_the_loop():

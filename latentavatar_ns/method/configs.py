@@ -94,9 +94,11 @@ def tiny_config() -> LatentAvatarTrainerConfig:
         # averaged over the face, the mouth and the eyes. The static planes join at step 500, once the
         # generator has begun to read the code, and 16 coarse (16^2) tri-plane bases weighted by theta carry
         # what the code changes texel by texel (not in the paper: expression_planes=0 and
-        # static_planes_start_step=0 leave them out).
+        # static_planes_start_step=0 leave them out). The super-resolution head adds its output to the upsampled
+        # low-res image, as EG3D's does (sr_residual=False is the paper's head).
         static_planes=True,
         static_planes_start_step=500,
+        sr_residual=True,
         expression_planes=16,
         expression_plane_resolution=16,
         lpips_loss_weight=0.1,
