@@ -76,7 +76,7 @@ def test_panel_choice_drives_viewer_renders(viewer):
     panel.choose_frame.value = last
     time.sleep(0.2)  # viser runs element callbacks on its own threads
     moved = render(pipeline, viewer_camera(pipeline))
-    assert (moved - first).abs().max() > 1e-3
+    assert (moved - first).abs().max() > 1e-4  # ten times the tolerance of equal renders below
     assert torch.allclose(moved, render(pipeline, frame_camera(pipeline, last)), atol=1e-5)
 
     # A held-out frame, then back to the slider.
