@@ -9,7 +9,7 @@ the **mouth** boxes, and the **rest** of the face. Per run and split (held-out f
 spaced training frames) it reports each part's share of the error and of the area, the face-box PSNR, and the
 face-box PSNR the frames would have if the outline's pixels erred no more than the rest of the face on
 average. With ``--fit-pose-steps`` the held-out frames are scored once more from the head pose fitted to each
-image (``fit_head_pose``, the frame's own code held): an outline error that a rigid move of the head removes
+image (``fitted_frame_camera``, the frame's own code held): an outline error that a rigid move of the head removes
 is one of where the head is drawn, not of its shape. A picture per run (``OUT_<run>.png``) shows ground truth
 | render | signed error (red: render brighter, blue: darker, ×4) for the first, middle and last held-out frame
 and one training frame.
@@ -31,7 +31,7 @@ from PIL import Image
 from scipy.ndimage import binary_dilation, binary_erosion
 
 from bench_expression import _boxes_of
-from latentavatar_ns.model.pose_refinement import fit_head_pose
+from latentavatar_ns.evaluation.expressiveness import fitted_frame_camera
 from latentavatar_ns.utils.image import to_uint8
 
 Box = Tuple[int, int, int, int]
@@ -122,9 +122,7 @@ def probe_run(run: Path, cfg: ProbeErrorRegions, picture: Path) -> Dict:
             item = {k: v for k, v in datasets[split].get_data(i).items() if k != "code_idx"}
             camera = datasets[split].cameras[i : i + 1].to(model.device)
             if key == "heldout_fitted_pose":
-                code = model.encode(item["encoder_crop"][None].to(model.device))
-                camera = fit_head_pose(lambda cam: model.render_code(code, cam), camera, item["image"].to(model.device),
-                                       steps=cfg.fit_pose_steps)
+                camera = fitted_frame_camera(model, camera, item, cfg.fit_pose_steps)
             render = model.get_outputs(camera, item)["rgb"][0]
             gt, render = item["image"].numpy(), render.clamp(0.0, 1.0).cpu().numpy()
             height, width = gt.shape[:2]

@@ -78,6 +78,14 @@ def render_pair(model, camera, item: Dict, average_code: torch.Tensor) -> Tuple[
     return own, average
 
 
+def fitted_frame_camera(model, camera, item: Dict, steps: int):
+    """``camera`` moved to the head pose under which the frame's own code (encoded once from its crop) best
+    explains its image; only the pose moves (``fit_head_pose``)."""
+    code = model.encode(item["encoder_crop"][None].to(model.device))
+    return fit_head_pose(lambda cam: model.render_code(code, cam), camera, item["image"].to(model.device),
+                         steps=steps)
+
+
 @torch.no_grad()
 def score_split(pipeline, split: str, indices: Sequence[int], boxes_of: BoxesOf, scorer: RegionScorer,
                 test_pose_steps: int = 0) -> Dict:
@@ -101,10 +109,8 @@ def score_split(pipeline, split: str, indices: Sequence[int], boxes_of: BoxesOf,
         camera = dataset.cameras[int(i) : int(i) + 1].to(model.device)
         if split == "train" and model.pose_refinement is not None:  # the pose the avatar was fitted to
             camera = model.pose_refinement(camera, torch.tensor([int(i)]))
-        elif test_pose_steps > 0:  # the frame's own code, encoded once; only the pose moves
-            code = model.encode(item["encoder_crop"][None].to(model.device))
-            camera = fit_head_pose(lambda cam: model.render_code(code, cam), camera,
-                                   item["image"].to(model.device), steps=test_pose_steps)
+        elif test_pose_steps > 0:
+            camera = fitted_frame_camera(model, camera, item, test_pose_steps)
         own, average = render_pair(model, camera, item, average_code)
         gt = item["image"]
         height, width = gt.shape[:2]

@@ -61,7 +61,8 @@ class LatentAvatarTrainerConfig(TrainerConfig):
     """Every parameter group's learning rate at the last step (--max-num-iterations), as a fraction of its own.
     Below 1 the rates hold until ``lr_decay_start`` of the run and then fall along a half cosine, so that the
     last steps settle into detail instead of hopping around it. 1 keeps them constant (the paper's Adam).
-    A group given its own scheduler in ``optimizers`` keeps that one."""
+    A group given its own scheduler in ``optimizers`` keeps that one. Steps count from the run's first step, so a
+    run continued with --load-dir (nerfstudio trains --max-num-iterations more steps) keeps the final rate."""
     lr_decay_start: float = 0.5
     """Fraction of the run after which the learning rates fall, when ``lr_final_factor`` is below 1."""
 
