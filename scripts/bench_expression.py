@@ -133,6 +133,9 @@ VARIANTS: Dict[str, List[str]] = {
     # The matte loss ten times stronger (latentavatar-tiny's 0.1 to 1): a head outline pinned in every
     # training view, for outlines in poses between them.
     "mask1": ["--pipeline.model.mask-loss-weight", "1"],
+    # Smoother tri-planes, so a head turned past the training views keeps its outline.
+    "plane_tv": ["--pipeline.model.plane-tv-weight", "0.01"],
+    "plane_tv10x": ["--pipeline.model.plane-tv-weight", "0.1"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several
 (``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual`` is

@@ -13,7 +13,7 @@ from nerfstudio.engine.callbacks import TrainingCallbackLocation
 from trainers import tiny_trainer
 
 from latentavatar_ns.model.generator import TriplaneGenerator
-from latentavatar_ns.model.losses import as_float_image, region_losses
+from latentavatar_ns.model.losses import as_float_image, plane_total_variation, region_losses
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
 from latentavatar_ns.model.superres import SuperResolution
 from latentavatar_ns.data.regions import REGIONS, box_masks, masked_l1, pixel_box
@@ -167,6 +167,35 @@ def test_static_planes_stay_out_of_training_until_their_start_step(synthetic_dat
     without = model.generator(torch.zeros(1, model.config.theta_dim))
     model.generator.use_static_planes = True
     assert torch.allclose(model.generator(torch.zeros(1, model.config.theta_dim)), without + static)
+
+
+def test_plane_total_variation_is_the_mean_squared_step_between_neighbouring_texels():
+    ramp = torch.arange(5.0)  # steps of 1 along the rows, none along the columns
+    planes = ramp[:, None].expand(5, 5).reshape(1, 1, 1, 5, 5).expand(2, 3, 4, 5, 5)
+    assert float(plane_total_variation(planes)) == pytest.approx(1.0)
+    assert float(plane_total_variation(planes.transpose(-1, -2) * 3)) == pytest.approx(9.0)
+    assert float(plane_total_variation(torch.full((1, 3, 2, 6, 6), 7.0))) == 0.0
+
+
+def test_plane_tv_loss_is_reported_in_training_only_and_smooths_the_static_planes(synthetic_dataset: Path,
+                                                                                  tmp_path: Path):
+    roughness = {}
+    for weight in (0.0, 100.0):
+        trainer = tiny_trainer(synthetic_dataset, tmp_path / str(weight), static_planes=True, plane_tv_weight=weight)
+        model = trainer.pipeline.model
+        with torch.no_grad():  # rough planes, the same for both runs
+            model.generator.static_planes.copy_(torch.randn(model.generator.static_planes.shape,
+                                                            generator=torch.Generator().manual_seed(0)))
+        cameras, batch = trainer.pipeline.datamanager.next_train(0)
+        losses = model.get_loss_dict(model.get_outputs(cameras, batch), batch)
+        assert ("plane_tv_loss" in losses) == (weight > 0)
+        for step in range(5):
+            trainer.train_iteration(step)
+        roughness[weight] = float(plane_total_variation(model.generator.static_planes.detach()))
+        model.eval()
+        with torch.no_grad():
+            assert "plane_tv" not in model.get_outputs(cameras, batch)
+    assert roughness[100.0] < 0.95 * roughness[0.0]
 
 
 def test_code_noise_is_scaled_by_the_codes_spread_and_only_in_training(synthetic_dataset: Path, tmp_path: Path,

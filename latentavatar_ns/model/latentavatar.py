@@ -23,8 +23,8 @@ from latentavatar_ns.model.code_table import CodeSource, FrameCodeTable
 from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
 from latentavatar_ns.model.field import TriplaneField
 from latentavatar_ns.model.generator import TriplaneGenerator
-from latentavatar_ns.model.losses import (as_float_image, crop_reconstruction_loss, region_crops, region_losses,
-                                         targets)
+from latentavatar_ns.model.losses import (as_float_image, crop_reconstruction_loss, plane_total_variation,
+                                         region_crops, region_losses, targets)
 from latentavatar_ns.model.lpips import load_lpips
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
 from latentavatar_ns.data.regions import REGIONS
@@ -169,6 +169,12 @@ class LatentAvatarModelConfig(ModelConfig):
     """L1 on the rendered RGB against the area-downsampled image."""
     mask_loss_weight: float = 0.1
     """MSE between the rendered accumulation and the matte."""
+    plane_tv_weight: float = 0.0
+    """Weight of a total-variation penalty on each training image's tri-plane: the mean squared difference
+    between neighbouring texels (K-Planes' regulariser; not in the paper). Texels fitted one by one, as the
+    static and expression planes are, are free to differ wherever few training views constrain them, and a
+    head turned a little further than in training shows those texels in its outline; the penalty makes
+    neighbours agree unless the images ask otherwise. 0 leaves it out."""
     face_loss_weight: float = 0.0
     """Extra L1 averaged over the face square only (high and low resolution). The face is a small part of
     the frame, so a whole-frame mean lets the loss settle for an average face; 0 is the paper's loss."""
@@ -415,7 +421,11 @@ class LatentAvatarModel(Model):
                     window: Optional[Tuple[int, int, int]] = None) -> Dict[str, Tensor]:
         """``render`` of the tri-plane and theta of expression codes."""
         theta = self.mapping(code)
-        return self.render(self.planes_from_theta(theta), cameras, window, theta)
+        planes = self.planes_from_theta(theta)
+        out = self.render(planes, cameras, window, theta)
+        if self.training and self.config.plane_tv_weight > 0:
+            out["plane_tv"] = plane_total_variation(planes)
+        return out
 
     def render(self, planes: Float[Tensor, "B 3 C R R"], cameras: Cameras,
                window: Optional[Tuple[int, int, int]] = None,
@@ -493,6 +503,8 @@ class LatentAvatarModel(Model):
         if self.pose_refinement is not None and self.training and "image_idx" in batch:
             losses["pose_refinement_loss"] = cfg.pose_refinement_weight * self.pose_refinement.regularizer(
                 torch.as_tensor(batch["image_idx"]).reshape(-1))
+        if "plane_tv" in outputs:
+            losses["plane_tv_loss"] = cfg.plane_tv_weight * outputs["plane_tv"]
         if "sampler_loss" in outputs:
             losses["proposal_loss"] = cfg.proposal_loss_weight * outputs["sampler_loss"]
         if cfg.lpips_loss_weight > 0 and self.lpips_loss is not None:

@@ -51,6 +51,13 @@ def targets(outputs: Dict[str, Tensor], batch: Dict, low_hw: Tuple[int, int], sr
     return image, image_low, mask_low
 
 
+def plane_total_variation(planes: Float[Tensor, "B 3 C R R"]) -> Float[Tensor, ""]:
+    """Mean squared difference between neighbouring texels of the tri-plane, along both of each plane's axes."""
+    rows = (planes[..., 1:, :] - planes[..., :-1, :]).pow(2).mean()
+    cols = (planes[..., :, 1:] - planes[..., :, :-1]).pow(2).mean()
+    return rows + cols
+
+
 def region_losses(outputs: Dict[str, Tensor], batch: Dict, image: Tensor, image_low: Tensor,
                   weights: Dict[str, float], low_hw: Tuple[int, int], sr_scale: int) -> Dict[str, Tensor]:
     """L1 averaged inside each region's box (``batch["region_boxes"]``, fractions of the frame), at both
