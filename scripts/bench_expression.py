@@ -61,7 +61,7 @@ BASELINE: List[str] = [
     "--pipeline.model.mouth-loss-weight", "0", "--pipeline.model.eye-loss-weight", "0",
     "--pipeline.model.static-planes-start-step", "0", "--pipeline.model.expression-planes", "0",
     "--pipeline.model.expression-plane-resolution", "0", "--lr-final-factor", "1",
-    "--pipeline.model.sr-residual", "False",
+    "--pipeline.model.sr-residual", "False", "--pipeline.model.plane-tv-weight", "0",
 ]
 """Where every variant starts: ``latentavatar-tiny`` with the paper's losses (without its LPIPS-VGG term,
 too costly on a CPU) and no static planes, which was its default before this benchmark. Spelled out,
@@ -140,8 +140,8 @@ VARIANTS: Dict[str, List[str]] = {
     "plane_tv1000x": ["--pipeline.model.plane-tv-weight", "10"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several
-(``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual`` is
-``latentavatar-tiny``'s default)."""
+(``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual+``
+``plane_tv100x`` is ``latentavatar-tiny``'s default)."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,8 @@ class BenchExpression:
     """Method to train (the CPU budget suits latentavatar-tiny)."""
     variants: List[str] = field(default_factory=lambda: [
         "baseline",
-        "static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual"])
+        "static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual"
+        "+plane_tv100x"])
     """Which of VARIANTS to train (``a+b`` combines two); the first is the reference of every delta."""
     cases: List[str] = field(default_factory=lambda: ["detailed", "smooth"])
     """Which of CASES to train on."""
