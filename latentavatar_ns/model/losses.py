@@ -1,5 +1,5 @@
 """What the model's outputs are compared with: ground truth at both resolutions, L1 in face regions, and
-the face crop its code is read from.
+the face crop its code is read from; and the one penalty on the tri-plane itself, its total variation.
 
 With patch-wise training the outputs cover a window of the frame (``outputs["window"]``: top, left,
 size in low-res pixels); the targets and the region masks are cut to the same window.
