@@ -138,6 +138,8 @@ VARIANTS: Dict[str, List[str]] = {
     "plane_tv10x": ["--pipeline.model.plane-tv-weight", "0.1"],
     "plane_tv100x": ["--pipeline.model.plane-tv-weight", "1"],
     "plane_tv1000x": ["--pipeline.model.plane-tv-weight", "10"],
+    # The penalty on the static planes alone: the fixed shape smoothed, what the code draws left sharp.
+    "tv_static": ["--pipeline.model.plane-tv-target", "static"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several
 (``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual+``

@@ -175,6 +175,10 @@ class LatentAvatarModelConfig(ModelConfig):
     static and expression planes are, are free to differ wherever few training views constrain them, and a
     head turned a little further than in training shows those texels in its outline; the penalty makes
     neighbours agree unless the images ask otherwise. 0 leaves it out."""
+    plane_tv_target: Literal["triplane", "static"] = "triplane"
+    """What the total-variation penalty smooths: the whole tri-plane the field reads (the generator's output with
+    the static and expression planes added), or the static planes alone, so that what the code draws (the
+    mouth, the teeth) keeps its detail while the fixed shape is smoothed."""
     face_loss_weight: float = 0.0
     """Extra L1 averaged over the face square only (high and low resolution). The face is a small part of
     the frame, so a whole-frame mean lets the loss settle for an average face; 0 is the paper's loss."""
@@ -424,7 +428,9 @@ class LatentAvatarModel(Model):
         planes = self.planes_from_theta(theta)
         out = self.render(planes, cameras, window, theta)
         if self.training and self.config.plane_tv_weight > 0:
-            out["plane_tv"] = plane_total_variation(planes)
+            static = self.generator.static_planes
+            smoothed = static if self.config.plane_tv_target == "static" and static is not None else planes
+            out["plane_tv"] = plane_total_variation(smoothed)
         return out
 
     def render(self, planes: Float[Tensor, "B 3 C R R"], cameras: Cameras,
