@@ -198,6 +198,22 @@ def test_plane_tv_loss_is_reported_in_training_only_and_smooths_the_static_plane
     assert roughness[100.0] < 0.95 * roughness[0.0]
 
 
+def test_plane_tv_on_the_static_planes_alone_leaves_the_generators_output_free(synthetic_dataset: Path,
+                                                                               tmp_path: Path):
+    trainer = tiny_trainer(synthetic_dataset, tmp_path, static_planes=True, plane_tv_weight=1.0,
+                           plane_tv_target="static")
+    model = trainer.pipeline.model
+    static = model.generator.static_planes
+    with torch.no_grad():
+        static.copy_(torch.randn(static.shape, generator=torch.Generator().manual_seed(0)))
+    cameras, batch = trainer.pipeline.datamanager.next_train(0)
+    outputs = model.get_outputs(cameras, batch)
+    assert torch.allclose(outputs["plane_tv"], plane_total_variation(static))
+    outputs["plane_tv"].backward()
+    assert static.grad is not None and float(static.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in model.generator.parameters() if p is not static)
+
+
 def test_code_noise_is_scaled_by_the_codes_spread_and_only_in_training(synthetic_dataset: Path, tmp_path: Path,
                                                                          monkeypatch):
     pipeline = tiny_trainer(synthetic_dataset, tmp_path, code_noise_std=0.5).pipeline
