@@ -95,15 +95,12 @@ def tiny_config() -> LatentAvatarTrainerConfig:
         # generator has begun to read the code, and 16 coarse (16^2) tri-plane bases weighted by theta carry
         # what the code changes texel by texel (not in the paper: expression_planes=0 and
         # static_planes_start_step=0 leave them out). The super-resolution head adds its output to the upsampled
-        # low-res image, as EG3D's does (sr_residual=False is the paper's head). A total-variation penalty keeps
-        # the tri-planes smooth where few views pin them, so the head's outline holds at poses past the training
-        # frames (plane_tv_weight=0 is the paper's loss).
+        # low-res image, as EG3D's does (sr_residual=False is the paper's head).
         static_planes=True,
         static_planes_start_step=500,
         sr_residual=True,
         expression_planes=16,
         expression_plane_resolution=16,
-        plane_tv_weight=1.0,
         lpips_loss_weight=0.1,
         lpips_loss_net="alex",
         face_loss_weight=1.0,
@@ -121,8 +118,8 @@ def default_config() -> LatentAvatarTrainerConfig:
 
     The sampler is the one that measured best (README, "Sampling"): far fewer main-field evaluations,
     better held-out quality, and faster steps and renders at the paper's size.
-    ``--pipeline.model.sampler uniform``, the region-loss weights at 0, ``--pipeline.model.plane-tv-weight 0`` and
-    ``--lr-final-factor 1`` are the paper's configuration exactly.
+    ``--pipeline.model.sampler uniform``, the region-loss weights at 0 and ``--lr-final-factor 1`` are the paper's
+    configuration exactly.
     """
     config = paper_config()
     model = cast(LatentAvatarModelConfig, config.pipeline.model)
@@ -134,9 +131,6 @@ def default_config() -> LatentAvatarTrainerConfig:
     # The learning rates fall to a tenth over the run's second half (scripts/bench_expression.py); the
     # networks are the paper's. ``--lr-final-factor 1`` is the paper's constant Adam.
     config.lr_final_factor = 0.1
-    # A total-variation penalty on the tri-planes (scripts/bench_expression.py), a loss on the paper's networks;
-    # ``--pipeline.model.plane-tv-weight 0`` is the paper's loss.
-    model.plane_tv_weight = 1.0
     return config
 
 
