@@ -212,6 +212,9 @@ def test_plane_tv_on_the_static_planes_alone_leaves_the_generators_output_free(s
     outputs["plane_tv"].backward()
     assert static.grad is not None and float(static.grad.abs().sum()) > 0
     assert all(p.grad is None for p in model.generator.parameters() if p is not static)
+    with pytest.raises(ValueError, match="static-planes True"):
+        tiny_trainer(synthetic_dataset, tmp_path / "none", static_planes=False, plane_tv_weight=1.0,
+                     plane_tv_target="static")
 
 
 def test_code_noise_is_scaled_by_the_codes_spread_and_only_in_training(synthetic_dataset: Path, tmp_path: Path,

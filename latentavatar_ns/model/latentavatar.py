@@ -207,6 +207,9 @@ class LatentAvatarModel(Model):
     def populate_modules(self) -> None:
         super().populate_modules()
         cfg = self.config
+        if cfg.plane_tv_weight > 0 and cfg.plane_tv_target == "static" and not cfg.static_planes:
+            raise ValueError("plane_tv_target 'static' smooths the static planes, and this avatar has none: "
+                             "set --pipeline.model.static-planes True or --pipeline.model.plane-tv-target triplane")
         self.encoder = ExpressionEncoder(cfg.encoder_crop_size, cfg.encoder_channels, cfg.code_dim,
                                       cfg.code_normalisation)
         self.mapping = MappingMLP(cfg.code_dim, cfg.code_dim, cfg.theta_dim)
@@ -429,8 +432,8 @@ class LatentAvatarModel(Model):
         out = self.render(planes, cameras, window, theta)
         if self.training and self.config.plane_tv_weight > 0:
             static = self.generator.static_planes
-            smoothed = static if self.config.plane_tv_target == "static" and static is not None else planes
-            out["plane_tv"] = plane_total_variation(smoothed)
+            out["plane_tv"] = plane_total_variation(static if self.config.plane_tv_target == "static" and
+                                                    static is not None else planes)
         return out
 
     def render(self, planes: Float[Tensor, "B 3 C R R"], cameras: Cameras,
