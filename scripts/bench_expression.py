@@ -62,6 +62,7 @@ BASELINE: List[str] = [
     "--pipeline.model.static-planes-start-step", "0", "--pipeline.model.expression-planes", "0",
     "--pipeline.model.expression-plane-resolution", "0", "--lr-final-factor", "1",
     "--pipeline.model.sr-residual", "False", "--pipeline.model.plane-tv-weight", "0",
+    "--pipeline.model.plane-tv-norm", "squared",
 ]
 """Where every variant starts: ``latentavatar-tiny`` with the paper's losses (without its LPIPS-VGG term,
 too costly on a CPU) and no static planes, which was its default before this benchmark. Spelled out,
@@ -140,6 +141,8 @@ VARIANTS: Dict[str, List[str]] = {
     "plane_tv1000x": ["--pipeline.model.plane-tv-weight", "10"],
     # The penalty on the static planes alone: the fixed shape smoothed, what the code draws left sharp.
     "tv_static": ["--pipeline.model.plane-tv-target", "static"],
+    # The penalty on each step's magnitude instead of its square: texel noise removed, sharp edges kept.
+    "tv_absolute": ["--pipeline.model.plane-tv-norm", "absolute"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several
 (``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual`` is

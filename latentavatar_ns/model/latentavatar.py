@@ -179,6 +179,10 @@ class LatentAvatarModelConfig(ModelConfig):
     """What the total-variation penalty smooths: the whole tri-plane the field reads (the generator's output with
     the static and expression planes added), or the static planes alone, so that what the code draws (the
     mouth, the teeth) keeps its detail while the fixed shape is smoothed."""
+    plane_tv_norm: Literal["squared", "absolute"] = "squared"
+    """How the total-variation penalty weighs each step between neighbouring texels: its square (K-Planes),
+    which flattens large steps hardest, or its magnitude, which removes small texel-to-texel noise as firmly
+    but lets a few sharp edges stand (the lip line, the teeth against the mouth's inside)."""
     face_loss_weight: float = 0.0
     """Extra L1 averaged over the face square only (high and low resolution). The face is a small part of
     the frame, so a whole-frame mean lets the loss settle for an average face; 0 is the paper's loss."""
@@ -433,7 +437,7 @@ class LatentAvatarModel(Model):
         if self.training and self.config.plane_tv_weight > 0:
             static = self.generator.static_planes
             out["plane_tv"] = plane_total_variation(static if self.config.plane_tv_target == "static" and
-                                                    static is not None else planes)
+                                                    static is not None else planes, self.config.plane_tv_norm)
         return out
 
     def render(self, planes: Float[Tensor, "B 3 C R R"], cameras: Cameras,

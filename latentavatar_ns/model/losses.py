@@ -7,7 +7,7 @@ size in low-res pixels); the targets and the region masks are cut to the same wi
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Literal, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -51,11 +51,14 @@ def targets(outputs: Dict[str, Tensor], batch: Dict, low_hw: Tuple[int, int], sr
     return image, image_low, mask_low
 
 
-def plane_total_variation(planes: Float[Tensor, "B 3 C R R"]) -> Float[Tensor, ""]:
-    """Mean squared difference between neighbouring texels of the tri-plane, along both of each plane's axes."""
-    rows = (planes[..., 1:, :] - planes[..., :-1, :]).pow(2).mean()
-    cols = (planes[..., :, 1:] - planes[..., :, :-1]).pow(2).mean()
-    return rows + cols
+def plane_total_variation(planes: Float[Tensor, "B 3 C R R"],
+                          norm: Literal["squared", "absolute"] = "squared") -> Float[Tensor, ""]:
+    """Mean squared (or absolute) difference between neighbouring texels of the tri-plane, along both of each
+    plane's axes."""
+    rows, cols = planes[..., 1:, :] - planes[..., :-1, :], planes[..., :, 1:] - planes[..., :, :-1]
+    if norm == "squared":
+        return rows.pow(2).mean() + cols.pow(2).mean()
+    return rows.abs().mean() + cols.abs().mean()
 
 
 def region_losses(outputs: Dict[str, Tensor], batch: Dict, image: Tensor, image_low: Tensor,
