@@ -62,7 +62,7 @@ BASELINE: List[str] = [
     "--pipeline.model.static-planes-start-step", "0", "--pipeline.model.expression-planes", "0",
     "--pipeline.model.expression-plane-resolution", "0", "--lr-final-factor", "1",
     "--pipeline.model.sr-residual", "False", "--pipeline.model.plane-tv-weight", "0",
-    "--pipeline.model.plane-tv-norm", "squared",
+    "--pipeline.model.plane-tv-norm", "squared", "--pipeline.model.plane-tv-target", "triplane",
 ]
 """Where every variant starts: ``latentavatar-tiny`` with the paper's losses (without its LPIPS-VGG term,
 too costly on a CPU) and no static planes, which was its default before this benchmark. Spelled out,
@@ -141,6 +141,8 @@ VARIANTS: Dict[str, List[str]] = {
     "plane_tv1000x": ["--pipeline.model.plane-tv-weight", "10"],
     # The penalty on the static planes alone: the fixed shape smoothed, what the code draws left sharp.
     "tv_static": ["--pipeline.model.plane-tv-target", "static"],
+    # The penalty on the two planes that hold the depth axis, the frontal plane (mouth, eyes) left sharp.
+    "tv_depth_planes": ["--pipeline.model.plane-tv-target", "depth_planes"],
     # The penalty on each step's magnitude instead of its square: texel noise removed, sharp edges kept.
     "tv_absolute": ["--pipeline.model.plane-tv-norm", "absolute"],
 }

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
 from trainers import tiny_trainer
 
+from latentavatar_ns.model.field import PLANE_AXES
 from latentavatar_ns.model.generator import TriplaneGenerator
 from latentavatar_ns.model.losses import as_float_image, plane_total_variation, region_losses
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
@@ -177,6 +178,19 @@ def test_plane_total_variation_is_the_mean_squared_step_between_neighbouring_tex
     assert float(plane_total_variation(torch.full((1, 3, 2, 6, 6), 7.0))) == 0.0
 
 
+def test_absolute_plane_total_variation_weighs_a_step_by_its_size_not_its_square():
+    ramp = torch.arange(5.0)
+    planes = ramp[:, None].expand(5, 5).reshape(1, 1, 1, 5, 5).expand(2, 3, 4, 5, 5)
+    assert float(plane_total_variation(planes.transpose(-1, -2) * 3, "absolute")) == pytest.approx(3.0)
+    edge = torch.zeros(1, 3, 1, 8, 8)
+    edge[..., 4:] = 2.0  # one sharp edge, two high, down every row
+    noise = torch.zeros(1, 3, 1, 8, 8)
+    noise[..., 1::2] = 0.5  # a step of a quarter of the edge's between every pair of columns
+    # Squared, the edge costs more than the noise; by magnitude, the noise costs more than the edge.
+    assert float(plane_total_variation(edge)) > float(plane_total_variation(noise))
+    assert float(plane_total_variation(edge, "absolute")) < float(plane_total_variation(noise, "absolute"))
+
+
 def test_plane_tv_loss_is_reported_in_training_only_and_smooths_the_static_planes(synthetic_dataset: Path,
                                                                                   tmp_path: Path):
     roughness = {}
@@ -215,6 +229,20 @@ def test_plane_tv_on_the_static_planes_alone_leaves_the_generators_output_free(s
     with pytest.raises(ValueError, match="static-planes True"):
         tiny_trainer(synthetic_dataset, tmp_path / "none", static_planes=False, plane_tv_weight=1.0,
                      plane_tv_target="static")
+
+
+def test_plane_tv_on_the_depth_planes_leaves_the_frontal_plane_free(synthetic_dataset: Path, tmp_path: Path):
+    trainer = tiny_trainer(synthetic_dataset, tmp_path, static_planes=True, plane_tv_weight=1.0,
+                           plane_tv_target="depth_planes")
+    model = trainer.pipeline.model
+    static = model.generator.static_planes
+    with torch.no_grad():
+        static.copy_(torch.randn(static.shape, generator=torch.Generator().manual_seed(0)))
+    cameras, batch = trainer.pipeline.datamanager.next_train(0)
+    model.get_outputs(cameras, batch)["plane_tv"].backward()
+    frontal = PLANE_AXES.index((0, 1))
+    assert float(static.grad[:, frontal].abs().sum()) == 0.0
+    assert all(float(static.grad[:, p].abs().sum()) > 0 for p in range(3) if p != frontal)
 
 
 def test_code_noise_is_scaled_by_the_codes_spread_and_only_in_training(synthetic_dataset: Path, tmp_path: Path,

@@ -13,6 +13,8 @@ from torch import Tensor, nn
 
 # Plane p is indexed by these two coordinates: (y, z), (x, z), (x, y), as in the official release.
 PLANE_AXES = ((1, 2), (0, 2), (0, 1))
+DEPTH_AXIS = 2
+"""The canonical axis toward the camera: the face looks along +z."""
 
 
 def sample_triplane(planes: Float[Tensor, "B 3 C R R"], xyz: Float[Tensor, "B N 3"]) -> Float[Tensor, "B N C"]:

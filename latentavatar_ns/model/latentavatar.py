@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from latentavatar_ns.evaluation.metrics import ImageMetrics, psnr_db
 from latentavatar_ns.model.code_table import CodeSource, FrameCodeTable
 from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
-from latentavatar_ns.model.field import TriplaneField
+from latentavatar_ns.model.field import DEPTH_AXIS, PLANE_AXES, TriplaneField
 from latentavatar_ns.model.generator import TriplaneGenerator
 from latentavatar_ns.model.losses import (as_float_image, crop_reconstruction_loss, plane_total_variation,
                                          region_crops, region_losses, targets)
@@ -175,10 +175,12 @@ class LatentAvatarModelConfig(ModelConfig):
     static and expression planes are, are free to differ wherever few training views constrain them, and a
     head turned a little further than in training shows those texels in its outline; the penalty makes
     neighbours agree unless the images ask otherwise. 0 leaves it out."""
-    plane_tv_target: Literal["triplane", "static"] = "triplane"
+    plane_tv_target: Literal["triplane", "static", "depth_planes"] = "triplane"
     """What the total-variation penalty smooths: the whole tri-plane the field reads (the generator's output with
-    the static and expression planes added), or the static planes alone, so that what the code draws (the
-    mouth, the teeth) keeps its detail while the fixed shape is smoothed."""
+    the static and expression planes added); the static planes alone, so that what the code draws keeps its
+    detail while the fixed shape is smoothed; or the tri-plane's two planes that hold the depth axis, (y, z) and
+    (x, z), which shape the head's outline seen from the side, leaving the frontal (x, y) plane, where the face's
+    front (the mouth, the teeth, the eyes) is drawn, as sharp as the images ask."""
     plane_tv_norm: Literal["squared", "absolute"] = "squared"
     """How the total-variation penalty weighs each step between neighbouring texels: its square (K-Planes),
     which flattens large steps hardest, or its magnitude, which removes small texel-to-texel noise as firmly
@@ -435,10 +437,18 @@ class LatentAvatarModel(Model):
         planes = self.planes_from_theta(theta)
         out = self.render(planes, cameras, window, theta)
         if self.training and self.config.plane_tv_weight > 0:
-            static = self.generator.static_planes
-            out["plane_tv"] = plane_total_variation(static if self.config.plane_tv_target == "static" and
-                                                    static is not None else planes, self.config.plane_tv_norm)
+            out["plane_tv"] = plane_total_variation(self.smoothed_planes(planes), self.config.plane_tv_norm)
         return out
+
+    def smoothed_planes(self, planes: Float[Tensor, "B 3 C R R"]) -> Float[Tensor, "_ P C R R"]:
+        """The planes the total-variation penalty reads (``plane_tv_target``)."""
+        target = self.config.plane_tv_target
+        static = self.generator.static_planes
+        if target == "static" and static is not None:
+            return static
+        if target == "depth_planes":
+            return planes[:, [p for p, axes in enumerate(PLANE_AXES) if DEPTH_AXIS in axes]]
+        return planes
 
     def render(self, planes: Float[Tensor, "B 3 C R R"], cameras: Cameras,
                window: Optional[Tuple[int, int, int]] = None,

@@ -51,7 +51,7 @@ def targets(outputs: Dict[str, Tensor], batch: Dict, low_hw: Tuple[int, int], sr
     return image, image_low, mask_low
 
 
-def plane_total_variation(planes: Float[Tensor, "B 3 C R R"],
+def plane_total_variation(planes: Float[Tensor, "B P C R R"],
                           norm: Literal["squared", "absolute"] = "squared") -> Float[Tensor, ""]:
     """Mean squared (or absolute) difference between neighbouring texels of the tri-plane, along both of each
     plane's axes."""
