@@ -63,6 +63,7 @@ BASELINE: List[str] = [
     "--pipeline.model.expression-plane-resolution", "0", "--lr-final-factor", "1",
     "--pipeline.model.sr-residual", "False", "--pipeline.model.plane-tv-weight", "0",
     "--pipeline.model.plane-tv-norm", "squared", "--pipeline.model.plane-tv-target", "triplane",
+    "--pipeline.model.plane-tv-end-step", "None",
 ]
 """Where every variant starts: ``latentavatar-tiny`` with the paper's losses (without its LPIPS-VGG term,
 too costly on a CPU) and no static planes, which was its default before this benchmark. Spelled out,
@@ -143,6 +144,8 @@ VARIANTS: Dict[str, List[str]] = {
     "tv_static": ["--pipeline.model.plane-tv-target", "static"],
     # The penalty on the two planes that hold the depth axis, the frontal plane (mouth, eyes) left sharp.
     "tv_depth_planes": ["--pipeline.model.plane-tv-target", "depth_planes"],
+    # The penalty for the first half of the run only: unpinned texels keep their shape, the mouth re-sharpens.
+    "tv_until1500": ["--pipeline.model.plane-tv-end-step", "1500"],
     # The penalty on each step's magnitude instead of its square: texel noise removed, sharp edges kept.
     "tv_absolute": ["--pipeline.model.plane-tv-norm", "absolute"],
 }

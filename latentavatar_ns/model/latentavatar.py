@@ -181,6 +181,10 @@ class LatentAvatarModelConfig(ModelConfig):
     detail while the fixed shape is smoothed; or the tri-plane's two planes that hold the depth axis, (y, z) and
     (x, z), which shape the head's outline seen from the side, leaving the frontal (x, y) plane, where the face's
     front (the mouth, the teeth, the eyes) is drawn, as sharp as the images ask."""
+    plane_tv_end_step: Optional[int] = None
+    """Training step from which the total-variation penalty is dropped; None keeps it to the end. Texels that no
+    training view pins down get no gradient from the images, so the shape the penalty gave them stays once it
+    is dropped, while the texels the images do pin (the mouth, the teeth) sharpen again in the steps left."""
     plane_tv_norm: Literal["squared", "absolute"] = "squared"
     """How the total-variation penalty weighs each step between neighbouring texels: its square (K-Planes),
     which flattens large steps hardest, or its magnitude, which removes small texel-to-texel noise as firmly
@@ -219,6 +223,7 @@ class LatentAvatarModel(Model):
         self.encoder = ExpressionEncoder(cfg.encoder_crop_size, cfg.encoder_channels, cfg.code_dim,
                                       cfg.code_normalisation)
         self.mapping = MappingMLP(cfg.code_dim, cfg.code_dim, cfg.theta_dim)
+        self.plane_tv_on = True
         self.generator = TriplaneGenerator(cfg.theta_dim, cfg.generator_channels, cfg.plane_channels,
                                            static_planes=cfg.static_planes, code_to_field=cfg.code_to_field,
                                            expression_planes=cfg.expression_planes,
@@ -297,7 +302,15 @@ class LatentAvatarModel(Model):
         if self.generator.static_planes is not None and self.config.static_planes_start_step > 0:
             callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
                                               update_every_num_iters=1, func=self.start_static_planes))
+        if self.config.plane_tv_weight > 0 and self.config.plane_tv_end_step is not None:
+            callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
+                                              update_every_num_iters=1, func=self.end_plane_tv))
         return callbacks
+
+    def end_plane_tv(self, step: int) -> None:
+        """Drop the total-variation penalty from ``plane_tv_end_step`` on."""
+        end = self.config.plane_tv_end_step
+        self.plane_tv_on = end is None or step < end
 
     def start_static_planes(self, step: int) -> None:
         """Leave the static planes out of training until ``static_planes_start_step`` (always in outside it)."""
@@ -436,7 +449,7 @@ class LatentAvatarModel(Model):
         theta = self.mapping(code)
         planes = self.planes_from_theta(theta)
         out = self.render(planes, cameras, window, theta)
-        if self.training and self.config.plane_tv_weight > 0:
+        if self.training and self.config.plane_tv_weight > 0 and self.plane_tv_on:
             out["plane_tv"] = plane_total_variation(self.smoothed_planes(planes), self.config.plane_tv_norm)
         return out
 
