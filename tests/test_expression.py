@@ -245,6 +245,20 @@ def test_plane_tv_on_the_depth_planes_leaves_the_frontal_plane_free(synthetic_da
     assert all(float(static.grad[:, p].abs().sum()) > 0 for p in range(3) if p != frontal)
 
 
+def test_plane_tv_is_dropped_from_its_end_step(synthetic_dataset: Path, tmp_path: Path):
+    trainer = tiny_trainer(synthetic_dataset, tmp_path, static_planes=True, plane_tv_weight=1.0,
+                           plane_tv_end_step=2)
+    model = trainer.pipeline.model
+    cameras, batch = trainer.pipeline.datamanager.next_train(0)
+    steps_with_penalty = []
+    for step in range(4):
+        for callback in trainer.callbacks:
+            callback.run_callback_at_location(step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        if "plane_tv_loss" in model.get_loss_dict(model.get_outputs(cameras, batch), batch):
+            steps_with_penalty.append(step)
+    assert steps_with_penalty == [0, 1]
+
+
 def test_code_noise_is_scaled_by_the_codes_spread_and_only_in_training(synthetic_dataset: Path, tmp_path: Path,
                                                                          monkeypatch):
     pipeline = tiny_trainer(synthetic_dataset, tmp_path, code_noise_std=0.5).pipeline
