@@ -146,6 +146,7 @@ VARIANTS: Dict[str, List[str]] = {
     "tv_depth_planes": ["--pipeline.model.plane-tv-target", "depth_planes"],
     # The penalty for the first half of the run only: unpinned texels keep their shape, the mouth re-sharpens.
     "tv_until1500": ["--pipeline.model.plane-tv-end-step", "1500"],
+    "tv_until2000": ["--pipeline.model.plane-tv-end-step", "2000"],
     # The penalty on each step's magnitude instead of its square: texel noise removed, sharp edges kept.
     "tv_absolute": ["--pipeline.model.plane-tv-norm", "absolute"],
 }
