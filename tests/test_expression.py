@@ -191,15 +191,21 @@ def test_absolute_plane_total_variation_weighs_a_step_by_its_size_not_its_square
     assert float(plane_total_variation(edge, "absolute")) < float(plane_total_variation(noise, "absolute"))
 
 
+def rough_static_planes_trainer(dataset: Path, path: Path, **model_options):
+    """A tiny trainer with static planes, filled with the same random (rough) texels every call."""
+    trainer = tiny_trainer(dataset, path, static_planes=True, **model_options)
+    static = trainer.pipeline.model.generator.static_planes
+    with torch.no_grad():
+        static.copy_(torch.randn(static.shape, generator=torch.Generator().manual_seed(0)))
+    return trainer, trainer.pipeline.model, static
+
+
 def test_plane_tv_loss_is_reported_in_training_only_and_smooths_the_static_planes(synthetic_dataset: Path,
                                                                                   tmp_path: Path):
     roughness = {}
     for weight in (0.0, 100.0):
-        trainer = tiny_trainer(synthetic_dataset, tmp_path / str(weight), static_planes=True, plane_tv_weight=weight)
-        model = trainer.pipeline.model
-        with torch.no_grad():  # rough planes, the same for both runs
-            model.generator.static_planes.copy_(torch.randn(model.generator.static_planes.shape,
-                                                            generator=torch.Generator().manual_seed(0)))
+        trainer, model, _ = rough_static_planes_trainer(synthetic_dataset, tmp_path / str(weight),
+                                                        plane_tv_weight=weight)
         cameras, batch = trainer.pipeline.datamanager.next_train(0)
         losses = model.get_loss_dict(model.get_outputs(cameras, batch), batch)
         assert ("plane_tv_loss" in losses) == (weight > 0)
@@ -214,12 +220,8 @@ def test_plane_tv_loss_is_reported_in_training_only_and_smooths_the_static_plane
 
 def test_plane_tv_on_the_static_planes_alone_leaves_the_generators_output_free(synthetic_dataset: Path,
                                                                                tmp_path: Path):
-    trainer = tiny_trainer(synthetic_dataset, tmp_path, static_planes=True, plane_tv_weight=1.0,
-                           plane_tv_target="static")
-    model = trainer.pipeline.model
-    static = model.generator.static_planes
-    with torch.no_grad():
-        static.copy_(torch.randn(static.shape, generator=torch.Generator().manual_seed(0)))
+    trainer, model, static = rough_static_planes_trainer(synthetic_dataset, tmp_path, plane_tv_weight=1.0,
+                                                         plane_tv_target="static")
     cameras, batch = trainer.pipeline.datamanager.next_train(0)
     outputs = model.get_outputs(cameras, batch)
     assert torch.allclose(outputs["plane_tv"], plane_total_variation(static))
@@ -232,12 +234,8 @@ def test_plane_tv_on_the_static_planes_alone_leaves_the_generators_output_free(s
 
 
 def test_plane_tv_on_the_depth_planes_leaves_the_frontal_plane_free(synthetic_dataset: Path, tmp_path: Path):
-    trainer = tiny_trainer(synthetic_dataset, tmp_path, static_planes=True, plane_tv_weight=1.0,
-                           plane_tv_target="depth_planes")
-    model = trainer.pipeline.model
-    static = model.generator.static_planes
-    with torch.no_grad():
-        static.copy_(torch.randn(static.shape, generator=torch.Generator().manual_seed(0)))
+    trainer, model, static = rough_static_planes_trainer(synthetic_dataset, tmp_path, plane_tv_weight=1.0,
+                                                         plane_tv_target="depth_planes")
     cameras, batch = trainer.pipeline.datamanager.next_train(0)
     model.get_outputs(cameras, batch)["plane_tv"].backward()
     frontal = PLANE_AXES.index((0, 1))
