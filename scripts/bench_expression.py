@@ -63,7 +63,7 @@ BASELINE: List[str] = [
     "--pipeline.model.expression-plane-resolution", "0", "--lr-final-factor", "1",
     "--pipeline.model.sr-residual", "False", "--pipeline.model.plane-tv-weight", "0",
     "--pipeline.model.plane-tv-norm", "squared", "--pipeline.model.plane-tv-target", "triplane",
-    "--pipeline.model.plane-tv-end-step", "None",
+    "--pipeline.model.plane-tv-end-step", "None", "--pipeline.model.plane-tv-spare-mouth", "False",
 ]
 """Where every variant starts: ``latentavatar-tiny`` with the paper's losses (without its LPIPS-VGG term,
 too costly on a CPU) and no static planes, which was its default before this benchmark. Spelled out,
@@ -147,6 +147,8 @@ VARIANTS: Dict[str, List[str]] = {
     # The penalty for the first half of the run only: unpinned texels keep their shape, the mouth re-sharpens.
     "tv_until1500": ["--pipeline.model.plane-tv-end-step", "1500"],
     "tv_until2000": ["--pipeline.model.plane-tv-end-step", "2000"],
+    # The penalty with the texels over the canonical mouth box left out.
+    "tv_spare_mouth": ["--pipeline.model.plane-tv-spare-mouth", "True"],
     # The penalty on each step's magnitude instead of its square: texel noise removed, sharp edges kept.
     "tv_absolute": ["--pipeline.model.plane-tv-norm", "absolute"],
 }

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
 from trainers import tiny_trainer
 
-from latentavatar_ns.model.field import PLANE_AXES
+from latentavatar_ns.model.field import PLANE_AXES, plane_texels_in_box, sample_triplane
 from latentavatar_ns.model.generator import TriplaneGenerator
 from latentavatar_ns.model.losses import as_float_image, plane_total_variation, region_losses
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
 from latentavatar_ns.model.superres import SuperResolution
-from latentavatar_ns.data.regions import REGIONS, box_masks, masked_l1, pixel_box
+from latentavatar_ns.data.regions import REGIONS, box_masks, canonical_region_box, masked_l1, pixel_box
 
 
 def test_box_masks_and_masked_l1_cover_exactly_the_box():
@@ -200,6 +200,30 @@ def rough_static_planes_trainer(dataset: Path, path: Path, **model_options):
     return trainer, trainer.pipeline.model, static
 
 
+def test_texels_in_a_box_are_those_the_field_reads_for_points_inside_it():
+    aabb = torch.tensor([[-1.5, -1.8, -1.9], [1.5, 1.8, 1.1]])
+    lo, hi = (torch.tensor(c) for c in canonical_region_box("mouth"))
+    marked = plane_texels_in_box(lo, hi, aabb, 64)
+    inside = (lo + hi) / 2  # the box's centre, canonical
+    outside = torch.tensor([1.2, 1.0, -1.0])  # the back of the head, above the ears
+    xyz = 2 * (torch.stack([inside, outside]) - aabb[0]) / (aabb[1] - aabb[0]) - 1
+    read = sample_triplane(marked[None, :, None], xyz[None])[0, :, 0]  # the three planes' marks, summed
+    assert read.tolist() == pytest.approx([3.0, 0.0])
+    assert 0 < float(marked.mean()) < 0.15
+
+
+def test_spared_texels_leave_the_total_variation_unchanged():
+    planes = torch.randn(2, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    spared = torch.zeros(3, 8, 8)
+    assert torch.allclose(plane_total_variation(planes, spared=spared), plane_total_variation(planes))
+    spared[:, 2:5, 2:5] = 1.0
+    changed = planes.clone()
+    changed[..., 2:5, 2:5] = 100.0  # anything inside the spared square
+    for norm in ("squared", "absolute"):
+        assert torch.allclose(plane_total_variation(changed, norm, spared), plane_total_variation(planes, norm, spared))
+    assert float(plane_total_variation(planes, spared=torch.ones(3, 8, 8))) == 0.0
+
+
 def test_plane_tv_loss_is_reported_in_training_only_and_smooths_the_static_planes(synthetic_dataset: Path,
                                                                                   tmp_path: Path):
     roughness = {}
@@ -241,6 +265,19 @@ def test_plane_tv_on_the_depth_planes_leaves_the_frontal_plane_free(synthetic_da
     frontal = PLANE_AXES.index((0, 1))
     assert float(static.grad[:, frontal].abs().sum()) == 0.0
     assert all(float(static.grad[:, p].abs().sum()) > 0 for p in range(3) if p != frontal)
+
+
+def test_plane_tv_spares_the_mouths_texels(synthetic_dataset: Path, tmp_path: Path):
+    trainer, model, static = rough_static_planes_trainer(synthetic_dataset, tmp_path, plane_tv_weight=1.0,
+                                                         plane_tv_spare_mouth=True)
+    cameras, batch = trainer.pipeline.datamanager.next_train(0)
+    model.get_outputs(cameras, batch)["plane_tv"].backward()
+    mouth = model.mouth_texels(static.shape[-1]).bool()
+    inner = mouth.clone()  # texels whose four neighbours are over the mouth too
+    inner[:, 1:-1, 1:-1] &= mouth[:, :-2, 1:-1] & mouth[:, 2:, 1:-1] & mouth[:, 1:-1, :-2] & mouth[:, 1:-1, 2:]
+    grad = static.grad[0].abs().sum(1)  # (3, R, R)
+    assert int(inner.sum()) > 0 and float(grad[inner].sum()) == 0.0
+    assert float(grad[~mouth].sum()) > 0
 
 
 def test_plane_tv_is_dropped_from_its_end_step(synthetic_dataset: Path, tmp_path: Path):

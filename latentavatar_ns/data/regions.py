@@ -8,12 +8,14 @@ time. Boxes are (x0, y0, x1, y1) in fractions of the image, so they apply at any
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from latentavatar_ns.data.face_crop import DEFAULT_FACE_CENTER, DEFAULT_FACE_HALF_SIZE
 
 REGIONS = ("face", "mouth", "eyes")
 """The order of a frame's boxes in ``face_square_regions`` and in the ``region_boxes`` batch key."""
@@ -25,6 +27,20 @@ _FRACTIONS: Dict[str, Tuple[float, float, float, float]] = {
     # Both eyes with their lids, below the brows.
     "eyes": (0.15, 0.12, 0.85, 0.42),
 }
+
+
+def canonical_region_box(name: str, center: Sequence[float] = DEFAULT_FACE_CENTER,
+                         half_size: float = DEFAULT_FACE_HALF_SIZE,
+                         depth: float = 0.6) -> Tuple[Tuple[float, float, float], Tuple[float, float, float]]:
+    """(lo, hi) corners, in canonical head space, of a region's part of the canonical face square (the square
+    the encoder's crop is projected from, facing +z), from ``depth`` behind the square to as far in front:
+    room for an open mouth's inside and the lips in front of the square."""
+    u0, v0, u1, v1 = _FRACTIONS[name]
+    cx, cy, cz = center
+    left, top = cx - half_size, cy + half_size  # the square's first row is its top (+y)
+    lo = (left + 2 * half_size * u0, top - 2 * half_size * v1, cz - depth)
+    hi = (left + 2 * half_size * u1, top - 2 * half_size * v0, cz + depth)
+    return lo, hi
 
 
 def square_corners(affine: np.ndarray) -> np.ndarray:

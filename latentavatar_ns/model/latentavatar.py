@@ -21,13 +21,13 @@ from torch import Tensor, nn
 from latentavatar_ns.evaluation.metrics import ImageMetrics, psnr_db
 from latentavatar_ns.model.code_table import CodeSource, FrameCodeTable
 from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
-from latentavatar_ns.model.field import DEPTH_AXIS, PLANE_AXES, TriplaneField
+from latentavatar_ns.model.field import DEPTH_AXIS, PLANE_AXES, TriplaneField, plane_texels_in_box
 from latentavatar_ns.model.generator import TriplaneGenerator
 from latentavatar_ns.model.losses import (as_float_image, crop_reconstruction_loss, plane_total_variation,
                                          region_crops, region_losses, targets)
 from latentavatar_ns.model.lpips import load_lpips
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
-from latentavatar_ns.data.regions import REGIONS
+from latentavatar_ns.data.regions import REGIONS, canonical_region_box
 from latentavatar_ns.model.rendering import VolumeRenderer, cropped_cameras, resized_cameras
 from latentavatar_ns.model.sampling import make_sampler
 from latentavatar_ns.model.superres import SuperResolution
@@ -185,6 +185,10 @@ class LatentAvatarModelConfig(ModelConfig):
     """Training step from which the total-variation penalty is dropped; None keeps it to the end. Texels that no
     training view pins down get no gradient from the images, so the shape the penalty gave them stays once it
     is dropped, while the texels the images do pin (the mouth, the teeth) sharpen again in the steps left."""
+    plane_tv_spare_mouth: bool = False
+    """Leave the texels over the mouth out of the total-variation penalty: those of each plane over the mouth's
+    part of the canonical face square (the encoder crop's square at its default place), from deep enough behind
+    it for an open mouth's inside. The lips and teeth keep their edges; the outline, far from them, is smoothed."""
     plane_tv_norm: Literal["squared", "absolute"] = "squared"
     """How the total-variation penalty weighs each step between neighbouring texels: its square (K-Planes),
     which flattens large steps hardest, or its magnitude, which removes small texel-to-texel noise as firmly
@@ -450,18 +454,26 @@ class LatentAvatarModel(Model):
         planes = self.planes_from_theta(theta)
         out = self.render(planes, cameras, window, theta)
         if self.training and self.config.plane_tv_weight > 0 and self.plane_tv_on:
-            out["plane_tv"] = plane_total_variation(self.smoothed_planes(planes), self.config.plane_tv_norm)
+            smoothed, index = self.smoothed_planes(planes)
+            spared = self.mouth_texels(planes.shape[-1])[index] if self.config.plane_tv_spare_mouth else None
+            out["plane_tv"] = plane_total_variation(smoothed, self.config.plane_tv_norm, spared)
         return out
 
-    def smoothed_planes(self, planes: Float[Tensor, "B 3 C R R"]) -> Float[Tensor, "_ P C R R"]:
-        """The planes the total-variation penalty reads (``plane_tv_target``)."""
+    def smoothed_planes(self, planes: Float[Tensor, "B 3 C R R"]) -> Tuple[Float[Tensor, "_ P C R R"], List[int]]:
+        """The planes the total-variation penalty reads (``plane_tv_target``), and which of the three they are."""
         target = self.config.plane_tv_target
         static = self.generator.static_planes
         if target == "static" and static is not None:
-            return static
+            return static, [0, 1, 2]
         if target == "depth_planes":
-            return planes[:, [p for p, axes in enumerate(PLANE_AXES) if DEPTH_AXIS in axes]]
-        return planes
+            index = [p for p, axes in enumerate(PLANE_AXES) if DEPTH_AXIS in axes]
+            return planes[:, index], index
+        return planes, [0, 1, 2]
+
+    def mouth_texels(self, resolution: int) -> Float[Tensor, "3 R R"]:
+        """1 at each plane's texels over the canonical mouth box (``plane_tv_spare_mouth``)."""
+        lo, hi = (torch.tensor(corner, device=self.device) for corner in canonical_region_box("mouth"))
+        return plane_texels_in_box(lo, hi, self.scene_box.aabb.to(self.device).float(), resolution)
 
     def render(self, planes: Float[Tensor, "B 3 C R R"], cameras: Cameras,
                window: Optional[Tuple[int, int, int]] = None,

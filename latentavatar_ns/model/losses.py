@@ -7,7 +7,7 @@ size in low-res pixels); the targets and the region masks are cut to the same wi
 
 from __future__ import annotations
 
-from typing import Dict, Literal, Tuple
+from typing import Dict, Literal, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -51,14 +51,17 @@ def targets(outputs: Dict[str, Tensor], batch: Dict, low_hw: Tuple[int, int], sr
     return image, image_low, mask_low
 
 
-def plane_total_variation(planes: Float[Tensor, "B P C R R"],
-                          norm: Literal["squared", "absolute"] = "squared") -> Float[Tensor, ""]:
+def plane_total_variation(planes: Float[Tensor, "B P C R R"], norm: Literal["squared", "absolute"] = "squared",
+                          spared: Optional[Float[Tensor, "P R R"]] = None) -> Float[Tensor, ""]:
     """Mean squared (or absolute) difference between neighbouring texels of the tri-plane, along both of each
-    plane's axes."""
+    plane's axes. Pairs with a texel marked in ``spared`` count as no difference."""
     rows, cols = planes[..., 1:, :] - planes[..., :-1, :], planes[..., :, 1:] - planes[..., :, :-1]
-    if norm == "squared":
-        return rows.pow(2).mean() + cols.pow(2).mean()
-    return rows.abs().mean() + cols.abs().mean()
+    rows, cols = (rows.pow(2), cols.pow(2)) if norm == "squared" else (rows.abs(), cols.abs())
+    if spared is not None:
+        kept = 1 - spared[:, None]  # (P, 1, R, R), one per channel
+        rows = rows * torch.minimum(kept[..., 1:, :], kept[..., :-1, :])
+        cols = cols * torch.minimum(kept[..., :, 1:], kept[..., :, :-1])
+    return rows.mean() + cols.mean()
 
 
 def region_losses(outputs: Dict[str, Tensor], batch: Dict, image: Tensor, image_low: Tensor,
