@@ -147,6 +147,8 @@ VARIANTS: Dict[str, List[str]] = {
     # The penalty for the first half of the run only: unpinned texels keep their shape, the mouth re-sharpens.
     "tv_until1500": ["--pipeline.model.plane-tv-end-step", "1500"],
     "tv_until2000": ["--pipeline.model.plane-tv-end-step", "2000"],
+    # The penalty on the tri-plane without the expression planes' offset, which it would shrink otherwise.
+    "tv_no_expression_planes": ["--pipeline.model.plane-tv-target", "no_expression_planes"],
     # The penalty with the texels over the canonical mouth box left out.
     "tv_spare_mouth": ["--pipeline.model.plane-tv-spare-mouth", "True"],
     # The penalty on each step's magnitude instead of its square: texel noise removed, sharp edges kept.

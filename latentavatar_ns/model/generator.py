@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -129,13 +129,20 @@ class TriplaneGenerator(nn.Module):
         if self.code_to_field is not None:
             shift = self.code_to_field(theta)[:, None, :, None, None]  # (B, 1, C, 1, 1): the same at every texel
             planes = torch.cat([planes[:, :1] + shift, planes[:, 1:]], dim=1)
-        if self.expression_planes is not None and self.to_expression_weights is not None:
-            weights = self.to_expression_weights(theta)  # (B, K)
-            bases = self.expression_planes
-            k, _, c, rb, _ = bases.shape
-            # One matmul over the flattened bases (cheaper on a CPU than the equivalent einsum).
-            offset = (weights @ bases.reshape(k, -1)).reshape(b * 3, c, rb, rb)
-            if rb != r:
-                offset = F.interpolate(offset, size=(r, r), mode="bilinear", align_corners=False)
-            planes = planes + offset.reshape(planes.shape)
+        offset = self.expression_offset(theta, r)
+        if offset is not None:
+            planes = planes + offset
         return planes if self.static_planes is None or not self.use_static_planes else planes + self.static_planes
+
+    def expression_offset(self, theta: Float[Tensor, "B S"], resolution: int) -> Optional[Float[Tensor, "B 3 C R R"]]:
+        """The expression planes weighted by theta, at the tri-plane's resolution (None without them)."""
+        if self.expression_planes is None or self.to_expression_weights is None:
+            return None
+        weights = self.to_expression_weights(theta)  # (B, K)
+        bases = self.expression_planes
+        k, _, c, rb, _ = bases.shape
+        # One matmul over the flattened bases (cheaper on a CPU than the equivalent einsum).
+        offset = (weights @ bases.reshape(k, -1)).reshape(-1, c, rb, rb)
+        if rb != resolution:
+            offset = F.interpolate(offset, size=(resolution, resolution), mode="bilinear", align_corners=False)
+        return offset.reshape(len(theta), 3, c, resolution, resolution)

@@ -175,12 +175,13 @@ class LatentAvatarModelConfig(ModelConfig):
     static and expression planes are, are free to differ wherever few training views constrain them, and a
     head turned a little further than in training shows those texels in its outline; the penalty makes
     neighbours agree unless the images ask otherwise. 0 leaves it out."""
-    plane_tv_target: Literal["triplane", "static", "depth_planes"] = "triplane"
+    plane_tv_target: Literal["triplane", "static", "depth_planes", "no_expression_planes"] = "triplane"
     """What the total-variation penalty smooths: the whole tri-plane the field reads (the generator's output with
     the static and expression planes added); the static planes alone, so that what the code draws keeps its
     detail while the fixed shape is smoothed; or the tri-plane's two planes that hold the depth axis, (y, z) and
     (x, z), which shape the head's outline seen from the side, leaving the frontal (x, y) plane, where the face's
-    front (the mouth, the teeth, the eyes) is drawn, as sharp as the images ask."""
+    front (the mouth, the teeth, the eyes) is drawn, as sharp as the images ask; or the tri-plane without the
+    expression planes' code-weighted offset, which the penalty would otherwise shrink with the rest."""
     plane_tv_end_step: Optional[int] = None
     """Training step from which the total-variation penalty is dropped; None keeps it to the end. Texels that no
     training view pins down get no gradient from the images, so the shape the penalty gave them stays once it
@@ -454,17 +455,21 @@ class LatentAvatarModel(Model):
         planes = self.planes_from_theta(theta)
         out = self.render(planes, cameras, window, theta)
         if self.training and self.config.plane_tv_weight > 0 and self.plane_tv_on:
-            smoothed, index = self.smoothed_planes(planes)
+            smoothed, index = self.smoothed_planes(planes, theta)
             spared = self.mouth_texels(planes.shape[-1])[index] if self.config.plane_tv_spare_mouth else None
             out["plane_tv"] = plane_total_variation(smoothed, self.config.plane_tv_norm, spared)
         return out
 
-    def smoothed_planes(self, planes: Float[Tensor, "B 3 C R R"]) -> Tuple[Float[Tensor, "_ P C R R"], List[int]]:
+    def smoothed_planes(self, planes: Float[Tensor, "B 3 C R R"],
+                        theta: Float[Tensor, "B T"]) -> Tuple[Float[Tensor, "_ P C R R"], List[int]]:
         """The planes the total-variation penalty reads (``plane_tv_target``), and which of the three they are."""
         target = self.config.plane_tv_target
         static = self.generator.static_planes
         if target == "static" and static is not None:
             return static, [0, 1, 2]
+        if target == "no_expression_planes":
+            offset = self.generator.expression_offset(theta, planes.shape[-1])
+            return (planes if offset is None else planes - offset), [0, 1, 2]
         if target == "depth_planes":
             index = [p for p, axes in enumerate(PLANE_AXES) if DEPTH_AXIS in axes]
             return planes[:, index], index
