@@ -267,6 +267,19 @@ def test_plane_tv_on_the_depth_planes_leaves_the_frontal_plane_free(synthetic_da
     assert all(float(static.grad[:, p].abs().sum()) > 0 for p in range(3) if p != frontal)
 
 
+def test_plane_tv_without_the_expression_planes_leaves_them_free(synthetic_dataset: Path, tmp_path: Path):
+    trainer, model, static = rough_static_planes_trainer(synthetic_dataset, tmp_path, plane_tv_weight=1.0,
+                                                         plane_tv_target="no_expression_planes",
+                                                         expression_planes=4, expression_plane_resolution=8)
+    bases = model.generator.expression_planes
+    with torch.no_grad():
+        bases.copy_(torch.randn(bases.shape, generator=torch.Generator().manual_seed(1)))
+    cameras, batch = trainer.pipeline.datamanager.next_train(0)
+    model.get_outputs(cameras, batch)["plane_tv"].backward()
+    assert bases.grad is None or float(bases.grad.abs().sum()) == 0.0
+    assert static.grad is not None and float(static.grad.abs().sum()) > 0
+
+
 def test_plane_tv_spares_the_mouths_texels(synthetic_dataset: Path, tmp_path: Path):
     trainer, model, static = rough_static_planes_trainer(synthetic_dataset, tmp_path, plane_tv_weight=1.0,
                                                          plane_tv_spare_mouth=True)
