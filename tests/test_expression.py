@@ -202,11 +202,15 @@ def rough_static_planes_trainer(dataset: Path, path: Path, **model_options):
 
 def test_texels_in_a_box_are_those_the_field_reads_for_points_inside_it():
     aabb = torch.tensor([[-1.5, -1.8, -1.9], [1.5, 1.8, 1.1]])
-    lo, hi = (torch.tensor(c) for c in canonical_region_box("mouth"))
-    marked = plane_texels_in_box(lo, hi, aabb, 64)
-    inside = (lo + hi) / 2  # the box's centre, canonical
-    outside = torch.tensor([1.2, 1.0, -1.0])  # the back of the head, above the ears
-    xyz = 2 * (torch.stack([inside, outside]) - aabb[0]) / (aabb[1] - aabb[0]) - 1
+
+    def normalise(canonical: torch.Tensor) -> torch.Tensor:
+        return 2 * (canonical - aabb[0]) / (aabb[1] - aabb[0]) - 1
+
+    lo, hi = (normalise(torch.tensor(c)) for c in canonical_region_box("mouth"))
+    marked = plane_texels_in_box(lo, hi, 64)
+    inside = (lo + hi) / 2  # the box's centre
+    outside = normalise(torch.tensor([1.2, 1.0, -1.0]))  # the back of the head, above the ears
+    xyz = torch.stack([inside, outside])
     read = sample_triplane(marked[None, :, None], xyz[None])[0, :, 0]  # the three planes' marks, summed
     assert read.tolist() == pytest.approx([3.0, 0.0])
     assert 0 < float(marked.mean()) < 0.15

@@ -17,14 +17,11 @@ DEPTH_AXIS = 2
 """The canonical axis toward the camera: the face looks along +z."""
 
 
-def plane_texels_in_box(lo: Tensor, hi: Tensor, aabb: Float[Tensor, "2 3"],
-                        resolution: int) -> Float[Tensor, "3 R R"]:
+def plane_texels_in_box(lo: Float[Tensor, "3"], hi: Float[Tensor, "3"], resolution: int) -> Float[Tensor, "3 R R"]:
     """1 at the texels (of each plane, indexed as :func:`sample_triplane` reads them) whose centre lies over the
-    canonical box (lo, hi), 0 elsewhere."""
-    scale = aabb[1] - aabb[0]
-    lo_n, hi_n = 2 * (lo - aabb[0]) / scale - 1, 2 * (hi - aabb[0]) / scale - 1
-    centres = (2 * torch.arange(resolution, dtype=torch.float32, device=aabb.device) + 1) / resolution - 1
-    inside = [(centres >= lo_n[a]) & (centres <= hi_n[a]) for a in range(3)]
+    box (lo, hi), given in the field's [-1, 1]^3 coordinates; 0 elsewhere."""
+    centres = (2 * torch.arange(resolution, dtype=torch.float32, device=lo.device) + 1) / resolution - 1
+    inside = [(centres >= lo[a]) & (centres <= hi[a]) for a in range(3)]
     # Plane (u, v): u runs along the last (width) axis, v along the rows, as in grid_sample.
     return torch.stack([(inside[v][:, None] & inside[u][None, :]).float() for u, v in PLANE_AXES])
 

@@ -477,8 +477,9 @@ class LatentAvatarModel(Model):
 
     def mouth_texels(self, resolution: int) -> Float[Tensor, "3 R R"]:
         """1 at each plane's texels over the canonical mouth box (``plane_tv_spare_mouth``)."""
-        lo, hi = (torch.tensor(corner, device=self.device) for corner in canonical_region_box("mouth"))
-        return plane_texels_in_box(lo, hi, self.scene_box.aabb.to(self.device).float(), resolution)
+        lo, hi = (self.renderer.normalise(torch.tensor(corner, device=self.device))
+                  for corner in canonical_region_box("mouth"))
+        return plane_texels_in_box(lo, hi, resolution)
 
     def render(self, planes: Float[Tensor, "B 3 C R R"], cameras: Cameras,
                window: Optional[Tuple[int, int, int]] = None,
