@@ -141,6 +141,9 @@ def test_coarse_expression_planes_are_upsampled_bases():
     blend = torch.einsum("bk,kpcij->bpcij", weights, coarse.expression_planes).reshape(2 * 3, 4, 8, 8)
     expected = F.interpolate(blend, size=(16, 16), mode="bilinear", align_corners=False).reshape(shift.shape)
     assert torch.allclose(shift, expected, atol=1e-5)
+    planes, offset = coarse.planes_and_offset(theta)  # the offset the penalty leaves out, as the planes hold it
+    assert torch.equal(planes, coarse(theta)) and torch.allclose(offset, expected, atol=1e-5)
+    assert paper.planes_and_offset(theta)[1] is None
     with pytest.raises(ValueError, match="expression_plane_resolution"):
         TriplaneGenerator(16, (16, 16, 8), plane_channels=4, expression_planes=3, expression_plane_resolution=32)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -120,6 +120,11 @@ class TriplaneGenerator(nn.Module):
             nn.init.zeros_(self.code_to_field.bias)
 
     def forward(self, theta: Float[Tensor, "B S"]) -> Float[Tensor, "B 3 C R R"]:
+        return self.planes_and_offset(theta)[0]
+
+    def planes_and_offset(self, theta: Float[Tensor, "B S"]) \
+            -> Tuple[Float[Tensor, "B 3 C R R"], Optional[Float[Tensor, "B 3 C R R"]]]:
+        """The tri-plane, and the expression planes' offset it includes (None without them)."""
         x = F.leaky_relu(self.start(theta[:, :, None, None]), 0.2)
         for block in self.blocks:
             x = block(x, theta)
@@ -132,7 +137,9 @@ class TriplaneGenerator(nn.Module):
         offset = self.expression_offset(theta, r)
         if offset is not None:
             planes = planes + offset
-        return planes if self.static_planes is None or not self.use_static_planes else planes + self.static_planes
+        if self.static_planes is not None and self.use_static_planes:
+            planes = planes + self.static_planes
+        return planes, offset
 
     def expression_offset(self, theta: Float[Tensor, "B S"], resolution: int) -> Optional[Float[Tensor, "B 3 C R R"]]:
         """The expression planes weighted by theta, at the tri-plane's resolution (None without them)."""

@@ -452,23 +452,26 @@ class LatentAvatarModel(Model):
                     window: Optional[Tuple[int, int, int]] = None) -> Dict[str, Tensor]:
         """``render`` of the tri-plane and theta of expression codes."""
         theta = self.mapping(code)
-        planes = self.planes_from_theta(theta)
+        penalised = self.training and self.config.plane_tv_weight > 0 and self.plane_tv_on
+        planes, offset = self.generator.planes_and_offset(theta) if penalised else (self.planes_from_theta(theta), None)
         out = self.render(planes, cameras, window, theta)
-        if self.training and self.config.plane_tv_weight > 0 and self.plane_tv_on:
-            smoothed, index = self.smoothed_planes(planes, theta)
+        if penalised:
+            smoothed, index = self.smoothed_planes(planes, offset)
             spared = self.mouth_texels(planes.shape[-1])[index] if self.config.plane_tv_spare_mouth else None
             out["plane_tv"] = plane_total_variation(smoothed, self.config.plane_tv_norm, spared)
         return out
 
-    def smoothed_planes(self, planes: Float[Tensor, "B 3 C R R"],
-                        theta: Float[Tensor, "B T"]) -> Tuple[Float[Tensor, "_ P C R R"], List[int]]:
-        """The planes the total-variation penalty reads (``plane_tv_target``), and which of the three they are."""
+    def smoothed_planes(self, planes: Float[Tensor, "B 3 C R R"], offset: Optional[Float[Tensor, "B 3 C R R"]]) \
+            -> Tuple[Float[Tensor, "_ P C R R"], List[int]]:
+        """The planes the total-variation penalty reads (``plane_tv_target``), and which of the three they are.
+
+        ``offset`` is the expression planes' part of ``planes`` (``TriplaneGenerator.planes_and_offset``).
+        """
         target = self.config.plane_tv_target
         static = self.generator.static_planes
         if target == "static" and static is not None:
             return static, [0, 1, 2]
         if target == "no_expression_planes":
-            offset = self.generator.expression_offset(theta, planes.shape[-1])
             return (planes if offset is None else planes - offset), [0, 1, 2]
         if target == "depth_planes":
             index = [p for p, axes in enumerate(PLANE_AXES) if DEPTH_AXIS in axes]
