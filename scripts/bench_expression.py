@@ -155,8 +155,8 @@ VARIANTS: Dict[str, List[str]] = {
     "tv_absolute": ["--pipeline.model.plane-tv-norm", "absolute"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several
-(``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual`` is
-``latentavatar-tiny``'s default)."""
+(``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual``
+``+plane_tv100x+tv_no_expression_planes`` is ``latentavatar-tiny``'s default)."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,8 @@ class BenchExpression:
     """Method to train (the CPU budget suits latentavatar-tiny)."""
     variants: List[str] = field(default_factory=lambda: [
         "baseline",
-        "static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual"])
+        "static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual"
+        "+plane_tv100x+tv_no_expression_planes"])
     """Which of VARIANTS to train (``a+b`` combines two); the first is the reference of every delta."""
     cases: List[str] = field(default_factory=lambda: ["detailed", "smooth"])
     """Which of CASES to train on."""

@@ -95,10 +95,15 @@ def tiny_config() -> LatentAvatarTrainerConfig:
         # generator has begun to read the code, and 16 coarse (16^2) tri-plane bases weighted by theta carry
         # what the code changes texel by texel (not in the paper: expression_planes=0 and
         # static_planes_start_step=0 leave them out). The super-resolution head adds its output to the upsampled
-        # low-res image, as EG3D's does (sr_residual=False is the paper's head).
+        # low-res image, as EG3D's does (sr_residual=False is the paper's head). A total-variation penalty makes
+        # neighbouring texels of the generator's output and the static planes agree unless the images ask
+        # otherwise, so that a head turned past the training views keeps its outline; the expression planes
+        # are left out of it, since smoothing them shrinks what the code draws (plane_tv_weight=0 leaves it out).
         static_planes=True,
         static_planes_start_step=500,
         sr_residual=True,
+        plane_tv_weight=1.0,
+        plane_tv_target="no_expression_planes",
         expression_planes=16,
         expression_plane_resolution=16,
         lpips_loss_weight=0.1,
