@@ -229,8 +229,9 @@ def test_paper_config_numbers():
     assert cfg.lr_final_factor == 1.0 and default_config().lr_final_factor == tiny_config().lr_final_factor == 0.1
     # The residual super-resolution head changes the paper's head: latentavatar-tiny's default only.
     assert tiny.sr_residual and not model.sr_residual and not default_config().pipeline.model.sr_residual
-    # The tri-planes' total-variation penalty, the expression planes left out: latentavatar-tiny's default
-    # (README "A penalty that spares the mouth"); its weight is untested at the paper's plane size.
+    # The tri-planes' total-variation penalty, the expression planes left out: latentavatar-tiny's default. The
+    # paper's networks have no expression planes, and there it takes the mouth (README "A penalty that spares
+    # the mouth").
     assert model.plane_tv_weight == default_config().pipeline.model.plane_tv_weight == 0.0
     assert (tiny.plane_tv_weight, tiny.plane_tv_target) == (1.0, "no_expression_planes")
 
