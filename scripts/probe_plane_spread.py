@@ -20,6 +20,7 @@ import tyro
 from torch import Tensor
 
 from latentavatar_ns.model.losses import plane_total_variation
+from latentavatar_ns.utils.checkpoints import checkpoints_in
 
 PARTS = {"static_planes": "generator.static_planes", "expression_planes": "generator.expression_planes"}
 """Reported name: the end of its key in the checkpoint's pipeline state."""
@@ -36,7 +37,7 @@ class ProbePlaneSpread:
 
 
 def last_checkpoint(run: Path) -> Path:
-    checkpoints = sorted((run / "nerfstudio_models").glob("step-*.ckpt"))
+    checkpoints = checkpoints_in(run / "nerfstudio_models", ".ckpt")
     if not checkpoints:
         raise SystemExit(f"{run}: no nerfstudio_models/step-*.ckpt (is it an ns-train run directory?)")
     return checkpoints[-1]
@@ -59,9 +60,9 @@ def main() -> None:
     for run in cfg.runs:
         checkpoint = last_checkpoint(run)
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)["pipeline"]
-        results[run.name if run.name != "run" else run.parent.parent.name] = {
-            "checkpoint": checkpoint.name, **plane_statistics(state)}
-        print(run, json.dumps(results[list(results)[-1]]))
+        result = {"checkpoint": checkpoint.name, **plane_statistics(state)}
+        results[run.name if run.name != "run" else run.parent.parent.name] = result
+        print(run, json.dumps(result))
     cfg.output.parent.mkdir(parents=True, exist_ok=True)
     cfg.output.write_text(json.dumps({"runs": results}, indent=1))
 
