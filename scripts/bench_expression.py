@@ -153,6 +153,10 @@ VARIANTS: Dict[str, List[str]] = {
     "tv_spare_mouth": ["--pipeline.model.plane-tv-spare-mouth", "True"],
     # The penalty on each step's magnitude instead of its square: texel noise removed, sharp edges kept.
     "tv_absolute": ["--pipeline.model.plane-tv-norm", "absolute"],
+    # The head's shape mirrored across the face's middle: a side turned past the training views borrows the
+    # other side's outline.
+    "density_symmetry": ["--pipeline.model.density-symmetry-weight", "1"],
+    "density_symmetry01": ["--pipeline.model.density-symmetry-weight", "0.1"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several
 (``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual``

@@ -23,7 +23,8 @@ from latentavatar_ns.model.code_table import CodeSource, FrameCodeTable
 from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
 from latentavatar_ns.model.field import DEPTH_AXIS, PLANE_AXES, TriplaneField, plane_texels_in_box
 from latentavatar_ns.model.generator import TriplaneGenerator
-from latentavatar_ns.model.losses import (as_float_image, crop_reconstruction_loss, plane_total_variation,
+from latentavatar_ns.model.losses import (as_float_image, crop_reconstruction_loss, mirror_opacity_gap,
+                                         plane_total_variation,
                                          region_crops, region_losses, targets)
 from latentavatar_ns.model.lpips import load_lpips
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
@@ -194,6 +195,14 @@ class LatentAvatarModelConfig(ModelConfig):
     """How the total-variation penalty weighs each step between neighbouring texels: its square (K-Planes),
     which flattens large steps hardest, or its magnitude, which removes small texel-to-texel noise as firmly
     but lets a few sharp edges stand (the lip line, the teeth against the mouth's inside)."""
+    density_symmetry_weight: float = 0.0
+    """Weight of a penalty on the difference between the field's opacity at random points of the box and at
+    their mirror images across the face's middle (canonical x = 0; not in the paper). A video pins the head's
+    shape only at the poses it shows; a head turned further one way than in training shows an outline that
+    only the other side's views constrain. Only density is mirrored, so skin, hair and expressions keep
+    their colours and their asymmetries of colour. 0 leaves it out."""
+    density_symmetry_points: int = 4096
+    """Random points (and as many mirror images) the symmetry penalty reads the density at, per image."""
     face_loss_weight: float = 0.0
     """Extra L1 averaged over the face square only (high and low resolution). The face is a small part of
     the frame, so a whole-frame mean lets the loss settle for an average face; 0 is the paper's loss."""
@@ -459,7 +468,18 @@ class LatentAvatarModel(Model):
             smoothed, index = self.smoothed_planes(planes, offset)
             spared = self.mouth_texels(planes.shape[-1])[index] if self.config.plane_tv_spare_mouth else None
             out["plane_tv"] = plane_total_variation(smoothed, self.config.plane_tv_norm, spared)
+        if self.training and self.config.density_symmetry_weight > 0:
+            out["density_asymmetry"] = self.density_asymmetry(planes)
         return out
+
+    def density_asymmetry(self, planes: Float[Tensor, "B 3 C R R"]) -> Float[Tensor, ""]:
+        """Mean opacity difference between random points of the box and their mirror images across canonical
+        x = 0 (``density_symmetry_weight``), opacity taken over a step of 1/64 of the box's diagonal."""
+        lo, hi = self.renderer.aabb[0], self.renderer.aabb[1]
+        points = lo + torch.rand(len(planes), self.config.density_symmetry_points, 3, device=lo.device) * (hi - lo)
+        mirrored = points * torch.tensor([-1.0, 1.0, 1.0], device=lo.device)
+        density, _ = self.field.density(planes, self.renderer.normalise(torch.cat([points, mirrored], dim=1)))
+        return mirror_opacity_gap(density, float((hi - lo).norm()) / 64)
 
     def smoothed_planes(self, planes: Float[Tensor, "B 3 C R R"], offset: Optional[Float[Tensor, "B 3 C R R"]]) \
             -> Tuple[Float[Tensor, "_ P C R R"], List[int]]:
@@ -562,6 +582,8 @@ class LatentAvatarModel(Model):
                 torch.as_tensor(batch["image_idx"]).reshape(-1))
         if "plane_tv" in outputs:
             losses["plane_tv_loss"] = cfg.plane_tv_weight * outputs["plane_tv"]
+        if "density_asymmetry" in outputs:
+            losses["density_symmetry_loss"] = cfg.density_symmetry_weight * outputs["density_asymmetry"]
         if "sampler_loss" in outputs:
             losses["proposal_loss"] = cfg.proposal_loss_weight * outputs["sampler_loss"]
         if cfg.lpips_loss_weight > 0 and self.lpips_loss is not None:

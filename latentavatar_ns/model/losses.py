@@ -1,5 +1,6 @@
 """What the model's outputs are compared with: ground truth at both resolutions, L1 in face regions, and
-the face crop its code is read from; and the one penalty on the tri-plane itself, its total variation.
+the face crop its code is read from; and the penalties on the shape itself: the tri-plane's total variation,
+and the density's asymmetry across the face's middle.
 
 With patch-wise training the outputs cover a window of the frame (``outputs["window"]``: top, left,
 size in low-res pixels); the targets and the region masks are cut to the same window.
@@ -62,6 +63,14 @@ def plane_total_variation(planes: Float[Tensor, "B P C R R"], norm: Literal["squ
         rows = rows * torch.minimum(kept[..., 1:, :], kept[..., :-1, :])
         cols = cols * torch.minimum(kept[..., :, 1:], kept[..., :, :-1])
     return rows.mean() + cols.mean()
+
+
+def mirror_opacity_gap(density: Float[Tensor, "B 2N 1"], step: float) -> Float[Tensor, ""]:
+    """Mean absolute difference of opacity ``1 - exp(-density * step)`` between the first half of the points
+    and the second (their mirror images, in the same order)."""
+    opacity = 1.0 - torch.exp(-density[..., 0] * step)
+    half = opacity.shape[1] // 2
+    return (opacity[:, :half] - opacity[:, half:]).abs().mean()
 
 
 def region_losses(outputs: Dict[str, Tensor], batch: Dict, image: Tensor, image_low: Tensor,
