@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
-from trainers import tiny_trainer
+from trainers import tiny_trainer, tiny_trainer_config
 
 from latentavatar_ns.model.field import PLANE_AXES, plane_texels_in_box, sample_triplane
 from latentavatar_ns.model.generator import TriplaneGenerator
-from latentavatar_ns.model.losses import as_float_image, plane_total_variation, region_losses
+from latentavatar_ns.model.losses import as_float_image, mirror_opacity_gap, plane_total_variation, region_losses
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
 from latentavatar_ns.model.superres import SuperResolution
 from latentavatar_ns.data.regions import REGIONS, box_masks, canonical_region_box, masked_l1, pixel_box
@@ -643,3 +643,50 @@ def test_fit_head_pose_recovers_a_known_head_motion(tiny_trained_run: Path):
     distance = lambda cam: float((cam.camera_to_worlds - true_camera.camera_to_worlds).abs().max())  # noqa: E731
     assert distance(fitted) < 0.5 * distance(moved)
     assert not any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())  # the avatar stays fixed
+
+
+def test_mirror_opacity_gap_compares_each_point_with_its_mirror_image():
+    density = torch.tensor([[[0.0], [50.0], [2.0], [0.0], [0.0], [2.0]]])  # three points, then their mirrors
+    expected = (0.0 + (1 - math.exp(-50.0 * 0.1)) + 0.0) / 3
+    assert float(mirror_opacity_gap(density, 0.1)) == pytest.approx(expected)
+
+
+def mirrored_x(planes: torch.Tensor) -> torch.Tensor:
+    """The tri-plane of the head mirrored across x = 0: the planes that hold x, (x, z) and (x, y), flipped along it."""
+    out = planes.clone()
+    for p, (u, _) in enumerate(PLANE_AXES):
+        if u == 0:
+            out[:, p] = planes[:, p].flip(-1)
+    return out
+
+
+def test_density_symmetry_is_zero_for_a_mirrored_head_and_training_makes_the_head_more_symmetric(
+        synthetic_dataset: Path, tmp_path: Path):
+    trainer, model, static = rough_static_planes_trainer(synthetic_dataset, tmp_path, density_symmetry_weight=100.0)
+    planes = torch.randn((2, *static.shape[1:]), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert float(model.density_asymmetry(planes)) > 0.01
+        assert float(model.density_asymmetry((planes + mirrored_x(planes)) / 2)) < 1e-5
+    cameras, batch = trainer.pipeline.datamanager.next_train(0)
+    assert "density_symmetry_loss" in model.get_loss_dict(model.get_outputs(cameras, batch), batch)
+
+    def static_asymmetry() -> float:
+        with torch.no_grad():
+            torch.manual_seed(0)
+            return float(model.density_asymmetry(static.detach()))
+
+    before = static_asymmetry()
+    for step in range(5):
+        trainer.train_iteration(step)
+    assert static_asymmetry() < 0.9 * before
+    model.eval()
+    with torch.no_grad():
+        assert "density_asymmetry" not in model.get_outputs(cameras, batch)
+
+
+def test_density_symmetry_needs_a_box_centred_on_the_face(synthetic_dataset: Path, tmp_path: Path):
+    config = tiny_trainer_config(synthetic_dataset, tmp_path, density_symmetry_weight=1.0)
+    config.pipeline.datamanager.dataparser.scene_box = ((-1.0, -1.8, -1.9), (1.5, 1.8, 1.1))
+    trainer = config.setup()
+    with pytest.raises(ValueError, match="centre it on x = 0"):
+        trainer.setup()

@@ -234,6 +234,10 @@ class LatentAvatarModel(Model):
         if cfg.plane_tv_weight > 0 and cfg.plane_tv_target == "static" and not cfg.static_planes:
             raise ValueError("plane_tv_target 'static' smooths the static planes, and this avatar has none: "
                              "set --pipeline.model.static-planes True or --pipeline.model.plane-tv-target triplane")
+        if cfg.density_symmetry_weight > 0 and not torch.allclose(self.scene_box.aabb[0, 0], -self.scene_box.aabb[1, 0]):
+            raise ValueError(f"density_symmetry_weight mirrors the head across canonical x = 0, but the scene box's "
+                             f"x runs from {float(self.scene_box.aabb[0, 0])} to {float(self.scene_box.aabb[1, 0])}: "
+                             "centre it on x = 0 or set --pipeline.model.density-symmetry-weight 0")
         self.encoder = ExpressionEncoder(cfg.encoder_crop_size, cfg.encoder_channels, cfg.code_dim,
                                       cfg.code_normalisation)
         self.mapping = MappingMLP(cfg.code_dim, cfg.code_dim, cfg.theta_dim)

@@ -65,7 +65,7 @@ def plane_total_variation(planes: Float[Tensor, "B P C R R"], norm: Literal["squ
     return rows.mean() + cols.mean()
 
 
-def mirror_opacity_gap(density: Float[Tensor, "B 2N 1"], step: float) -> Float[Tensor, ""]:
+def mirror_opacity_gap(density: Float[Tensor, "B N 1"], step: float) -> Float[Tensor, ""]:
     """Mean absolute difference of opacity ``1 - exp(-density * step)`` between the first half of the points
     and the second (their mirror images, in the same order)."""
     opacity = 1.0 - torch.exp(-density[..., 0] * step)
