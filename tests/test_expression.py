@@ -292,6 +292,7 @@ def test_plane_tv_spares_the_mouths_texels(synthetic_dataset: Path, tmp_path: Pa
                                                          plane_tv_spare_mouth=True)
     cameras, batch = trainer.pipeline.datamanager.next_train(0)
     model.get_outputs(cameras, batch)["plane_tv"].backward()
+    assert model.mouth_texels(static.shape[-1]) is model.mouth_texels(static.shape[-1])  # built once, not each step
     mouth = model.mouth_texels(static.shape[-1]).bool()
     inner = mouth.clone()  # texels whose four neighbours are over the mouth too
     inner[:, 1:-1, 1:-1] &= mouth[:, :-2, 1:-1] & mouth[:, 2:, 1:-1] & mouth[:, 1:-1, :-2] & mouth[:, 1:-1, 2:]

@@ -273,6 +273,7 @@ class LatentAvatarModel(Model):
         self._lpips_loss = self._lpips if cfg.lpips_loss_net == "vgg" else (
             (load_lpips(cfg.lpips_loss_net),) if perceptual_loss else (None,))
         self._plane_cache: Optional[Tuple[Tensor, Tensor]] = None
+        self._mouth_texels: Optional[Tensor] = None
         self._code_source: Tuple[Optional[CodeSource]] = (None,)
         if cfg.compile_networks:
             # In place (Module.compile): parameter names, and so checkpoints, stay those of the eager modules.
@@ -503,10 +504,13 @@ class LatentAvatarModel(Model):
         return planes, [0, 1, 2]
 
     def mouth_texels(self, resolution: int) -> Float[Tensor, "3 R R"]:
-        """1 at each plane's texels over the canonical mouth box (``plane_tv_spare_mouth``)."""
-        lo, hi = (self.renderer.normalise(torch.tensor(corner, device=self.device))
-                  for corner in canonical_region_box("mouth"))
-        return plane_texels_in_box(lo, hi, resolution)
+        """1 at each plane's texels over the canonical mouth box (``plane_tv_spare_mouth``); built once per size."""
+        cached = self._mouth_texels
+        if cached is None or cached.shape[-1] != resolution or cached.device != self.device:
+            lo, hi = (self.renderer.normalise(torch.tensor(corner, device=self.device))
+                      for corner in canonical_region_box("mouth"))
+            cached = self._mouth_texels = plane_texels_in_box(lo, hi, resolution)
+        return cached
 
     def render(self, planes: Float[Tensor, "B 3 C R R"], cameras: Cameras,
                window: Optional[Tuple[int, int, int]] = None,
