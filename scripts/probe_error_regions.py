@@ -8,7 +8,10 @@ parts, taken in this order: the **outline** (pixels within ``--band`` of the mat
 the **mouth** boxes, and the **rest** of the face. Per run and split (held-out frames, and as many evenly
 spaced training frames) it reports each part's share of the error and of the area, the face-box PSNR, and the
 face-box PSNR the frames would have if the outline's pixels erred no more than the rest of the face on
-average. With ``--fit-pose-steps`` the held-out frames are scored once more from the head pose fitted to each
+average. Across the parts it also reports the share of the error on the **silhouette**: the pixels where the
+render's silhouette (pixels farther than ``--silhouette-threshold`` from the background colour) and the
+matte disagree. A head drawn too wide or too narrow errs there; one whose edge is only soft or off in colour
+errs on the rest of the outline. With ``--fit-pose-steps`` the held-out frames are scored once more from the head pose fitted to each
 image (``fitted_frame_camera``, the frame's own code held): an outline error that a rigid move of the head removes
 is one of where the head is drawn, not of its shape. A picture per run (``OUT_<run>.png``) shows ground truth
 | render | signed error (red: render brighter, blue: darker, ×4) for the first, middle and last held-out frame
@@ -52,6 +55,8 @@ class ProbeErrorRegions:
     """Half-width of the outline band, in output pixels on each side of the matte's edge."""
     zoom: int = 2
     """Pixel repeat of the pictures, so that a one-pixel misplaced outline can be seen."""
+    silhouette_threshold: float = 0.08
+    """How far (largest channel) a rendered pixel must be from the background colour to count as the head."""
     fit_pose_steps: int = 0
     """Also score the held-out frames from head poses fitted to their images in this many steps (0: not)."""
 
@@ -92,6 +97,16 @@ def split_error(error: Float[np.ndarray, "H W"], masks: Dict[str, np.ndarray]) -
     return out
 
 
+def silhouette_share(error: Float[np.ndarray, "H W"], matte: Bool[np.ndarray, "H W"],
+                     rendered: Bool[np.ndarray, "H W"], face: Bool[np.ndarray, "H W"]) -> Dict[str, float]:
+    """The share of the face box's squared error and area on pixels where the rendered silhouette and the
+    matte disagree."""
+    wrong = (rendered != matte) & face
+    total = max(float(error[face].sum()), 1e-20)
+    return {"silhouette_error_share": float(error[wrong].sum()) / total,
+            "silhouette_area_share": float(wrong.sum()) / max(float(face.sum()), 1.0)}
+
+
 def signed_error_picture(gt: Float[np.ndarray, "H W 3"], render: Float[np.ndarray, "H W 3"]) -> np.ndarray:
     """Ground truth | render | signed error (red where the render is brighter, blue where darker, ×4)."""
     diff = (render - gt).mean(-1, keepdims=True)
@@ -128,7 +143,10 @@ def probe_run(run: Path, cfg: ProbeErrorRegions, picture: Path) -> Dict:
             height, width = gt.shape[:2]
             matte = item["mask"].numpy().reshape(height, width) > 0.5
             masks = region_masks(matte, boxes_of(split, i, width, height), cfg.band)
-            stats.append(split_error(((render - gt) ** 2).mean(-1), masks))
+            error = ((render - gt) ** 2).mean(-1)
+            rendered = np.abs(render - model.background.cpu().numpy()).max(-1) > cfg.silhouette_threshold
+            face = _box_mask((height, width), boxes_of(split, i, width, height)["face"])
+            stats.append({**split_error(error, masks), **silhouette_share(error, matte, rendered, face)})
             if (key, i) in shown:
                 rows.append(signed_error_picture(gt, render))
         result[key] = {name: float(np.mean([s[name] for s in stats])) for name in stats[0]}

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
-from probe_error_regions import PARTS, region_masks, signed_error_picture, split_error  # noqa: E402
+from probe_error_regions import PARTS, region_masks, signed_error_picture, silhouette_share, split_error  # noqa: E402
 
 BOXES = {"face": (4, 4, 36, 36), "eyes": (10, 12, 30, 16), "mouth": (14, 26, 26, 32)}
 
@@ -57,3 +57,18 @@ def test_signed_error_is_red_where_brighter_and_blue_where_darker():
     assert picture.shape == (2, 6, 3)
     assert picture[0, 4].tolist() == pytest.approx([0.4, 0.0, 0.0])
     assert picture[1, 5].tolist() == pytest.approx([0.0, 0.0, 0.8])
+
+
+def test_silhouette_share_counts_only_the_pixels_where_render_and_matte_disagree():
+    matte = _matte()
+    rendered = matte.copy()
+    rendered[8:40, 32:34] = True  # the render's head two pixels too wide on the right
+    face = np.zeros((40, 40), bool)
+    face[4:36, 4:36] = True
+    error = np.where(face, 0.01, 0.0)
+    error[8:36, 32:34] = 0.5
+    out = silhouette_share(error, matte, rendered, face)
+    wrong = 28 * 2  # rows 8..35 inside the face box, two columns
+    assert out["silhouette_area_share"] == pytest.approx(wrong / (32 * 32))
+    assert out["silhouette_error_share"] == pytest.approx(0.5 * wrong / (0.5 * wrong + 0.01 * (32 * 32 - wrong)))
+    assert silhouette_share(error, matte, matte, face)["silhouette_error_share"] == 0.0
