@@ -41,6 +41,9 @@ VARIANTS: Dict[str, List[str]] = {
     "lpips_alex": ["--pipeline.model.lpips-loss-weight", "0.1", "--pipeline.model.lpips-loss-net", "alex"],
     # Half the low-res side (a quarter of the rays) for latentavatar-tiny's 32^2 grid, as 64 of 128 at 512^2.
     "patch": ["--pipeline.model.train-patch-size", "16"],
+    # The tri-planes' total-variation penalty (latentavatar-tiny's default weight is 1) left out, or lighter.
+    "no_plane_tv": ["--pipeline.model.plane-tv-weight", "0"],
+    "plane_tv01": ["--pipeline.model.plane-tv-weight", "0.1"],
 }
 
 
