@@ -11,9 +11,9 @@ face-box PSNR the frames would have if the outline's pixels erred no more than t
 average. Across the parts it also reports the share of the error on the **silhouette**: the pixels where the
 render's silhouette (pixels farther than ``--silhouette-threshold`` from the background colour) and the
 matte disagree. A head drawn too wide or too narrow errs there; one whose edge is only soft or off in colour
-errs on the rest of the outline. With ``--fit-pose-steps`` the held-out frames are scored once more from the head pose fitted to each
-image (``fitted_frame_camera``, the frame's own code held): an outline error that a rigid move of the head removes
-is one of where the head is drawn, not of its shape. A picture per run (``OUT_<run>.png``) shows ground truth
+errs on the rest of the outline. With ``--fit-pose-steps`` the held-out frames are scored once more from the
+head pose fitted to each image (``fitted_frame_camera``, the frame's own code held): an outline error that a
+rigid move of the head removes is one of where the head is drawn, not of its shape. A picture per run (``OUT_<run>.png``) shows ground truth
 | render | signed error (red: render brighter, blue: darker, ×4) for the first, middle and last held-out frame
 and one training frame.
 """

@@ -24,8 +24,7 @@ from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
 from latentavatar_ns.model.field import DEPTH_AXIS, PLANE_AXES, TriplaneField, plane_texels_in_box
 from latentavatar_ns.model.generator import TriplaneGenerator
 from latentavatar_ns.model.losses import (as_float_image, crop_reconstruction_loss, mirror_opacity_gap,
-                                         plane_total_variation,
-                                         region_crops, region_losses, targets)
+                                         plane_total_variation, region_crops, region_losses, targets)
 from latentavatar_ns.model.lpips import load_lpips
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
 from latentavatar_ns.data.regions import REGIONS, canonical_region_box
@@ -234,10 +233,11 @@ class LatentAvatarModel(Model):
         if cfg.plane_tv_weight > 0 and cfg.plane_tv_target == "static" and not cfg.static_planes:
             raise ValueError("plane_tv_target 'static' smooths the static planes, and this avatar has none: "
                              "set --pipeline.model.static-planes True or --pipeline.model.plane-tv-target triplane")
-        if cfg.density_symmetry_weight > 0 and not torch.allclose(self.scene_box.aabb[0, 0], -self.scene_box.aabb[1, 0]):
+        x_lo, x_hi = (float(x) for x in self.scene_box.aabb[:, 0])
+        if cfg.density_symmetry_weight > 0 and abs(x_lo + x_hi) > 1e-6:
             raise ValueError(f"density_symmetry_weight mirrors the head across canonical x = 0, but the scene box's "
-                             f"x runs from {float(self.scene_box.aabb[0, 0])} to {float(self.scene_box.aabb[1, 0])}: "
-                             "centre it on x = 0 or set --pipeline.model.density-symmetry-weight 0")
+                             f"x runs from {x_lo} to {x_hi}: centre it on x = 0 or set "
+                             "--pipeline.model.density-symmetry-weight 0")
         self.encoder = ExpressionEncoder(cfg.encoder_crop_size, cfg.encoder_channels, cfg.code_dim,
                                       cfg.code_normalisation)
         self.mapping = MappingMLP(cfg.code_dim, cfg.code_dim, cfg.theta_dim)
