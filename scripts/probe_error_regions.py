@@ -13,9 +13,9 @@ render's silhouette (pixels farther than ``--silhouette-threshold`` from the bac
 matte disagree. A head drawn too wide or too narrow errs there; one whose edge is only soft or off in colour
 errs on the rest of the outline. With ``--fit-pose-steps`` the held-out frames are scored once more from the
 head pose fitted to each image (``fitted_frame_camera``, the frame's own code held): an outline error that a
-rigid move of the head removes is one of where the head is drawn, not of its shape. A picture per run (``OUT_<run>.png``) shows ground truth
-| render | signed error (red: render brighter, blue: darker, ×4) for the first, middle and last held-out frame
-and one training frame.
+rigid move of the head removes is one of where the head is drawn, not of its shape. A picture per run
+(``OUT_<run>.png``) shows ground truth | render | signed error (red: render brighter, blue: darker, ×4) for
+the first, middle and last held-out frame and one training frame.
 """
 
 from __future__ import annotations
