@@ -118,6 +118,8 @@ VARIANTS: Dict[str, List[str]] = {
     "expression_lr1x": ["--optimizers.expression-planes.optimizer.lr", "1e-3"],
     # Another training seed (nerfstudio's --machine.seed, 42 by default): run-to-run spread on the same data.
     "train_seed1": ["--machine.seed", "1"],
+    "train_seed2": ["--machine.seed", "2"],
+    "train_seed3": ["--machine.seed", "3"],
     # latentavatar-tiny's static planes from the first step and no expression planes, as before they became its
     # default: nothing on top of BASELINE, for benchmarks that start from the method's defaults (bench_reenact.py).
     "earlier_tiny_default": ["--pipeline.model.static-planes-start-step", "0",
