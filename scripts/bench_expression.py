@@ -423,6 +423,9 @@ def _score_pipeline(pipeline, data: Path, cfg: BenchExpression, scorer: RegionSc
     # The contact sheet: evenly spaced held-out frames and the two rarest expressions.
     picks = sorted(set(np.linspace(0, n_eval - 1, 4).round().astype(int).tolist() + (rare or [])[:2]))
     Image.fromarray(to_uint8(contact_sheet(pipeline, picks, boxes_of, zoom=max(1, 256 // cfg.resolution)))).save(sheet)
+    # Each held-out frame's gains stay (a mean over a few frames can hang on one or two of them); the rest of
+    # the per-frame rows go.
+    held["frame_gain_db"] = [f["gain_db"] for f in held["frames"]]
     for split in ("train", "heldout", "heldout_fitted_pose"):
         result.get(split, {}).pop("frames", None)
     return result
