@@ -142,10 +142,11 @@ def probe_run(run: Path, cfg: ProbeErrorRegions, picture: Path) -> Dict:
             gt, render = item["image"].numpy(), render.clamp(0.0, 1.0).cpu().numpy()
             height, width = gt.shape[:2]
             matte = item["mask"].numpy().reshape(height, width) > 0.5
-            masks = region_masks(matte, boxes_of(split, i, width, height), cfg.band)
+            boxes = boxes_of(split, i, width, height)
+            masks = region_masks(matte, boxes, cfg.band)
             error = ((render - gt) ** 2).mean(-1)
             rendered = np.abs(render - model.background.cpu().numpy()).max(-1) > cfg.silhouette_threshold
-            face = _box_mask((height, width), boxes_of(split, i, width, height)["face"])
+            face = _box_mask((height, width), boxes["face"])
             stats.append({**split_error(error, masks), **silhouette_share(error, matte, rendered, face)})
             if (key, i) in shown:
                 rows.append(signed_error_picture(gt, render))
