@@ -63,21 +63,24 @@ class FeatureMLP(nn.Sequential):
 
 
 class TriplaneField(nn.Module):
-    """Density from the plane feature alone; colour/features also see the view direction.
+    """Density from the plane feature alone; colour/features also see the view direction, unless
+    ``view_dependent`` is off (then the direction's share of the feature MLP is its first layer's bias).
 
     Channels 0-2 of the feature output are the low-resolution RGB (sigmoid); the rest feed the
     super-resolution head. No positional encoding of xyz: the planes carry all spatial detail.
     """
 
     def __init__(self, plane_channels: int = 32, hidden_dim: int = 128, feature_dim: int = 32,
-                 direction_frequencies: int = 4):
+                 direction_frequencies: int = 4, view_dependent: bool = True):
         super().__init__()
+        self.view_dependent = view_dependent
         self.direction_encoding = NeRFEncoding(3, num_frequencies=direction_frequencies, min_freq_exp=0.0,
                                                max_freq_exp=direction_frequencies - 1, include_input=True)
+        direction_dim = self.direction_encoding.get_out_dim() if view_dependent else 0
         # In-place activations: at a 512^2 render each hidden layer is ~1M samples x 128 floats.
         self.density_mlp = nn.Sequential(nn.Linear(plane_channels, hidden_dim), nn.LeakyReLU(0.2, inplace=True),
                                          nn.Linear(hidden_dim, 1))
-        self.feature_mlp = FeatureMLP(plane_channels, self.direction_encoding.get_out_dim(), hidden_dim, feature_dim)
+        self.feature_mlp = FeatureMLP(plane_channels, direction_dim, hidden_dim, feature_dim)
         self.feature_dim = feature_dim
 
     def density(self, planes: Tensor, xyz: Float[Tensor, "B N 3"], noise_std: float = 0.0) -> Tuple[Tensor, Tensor]:
@@ -91,6 +94,8 @@ class TriplaneField(nn.Module):
 
     def direction_code(self, directions: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch H"]:
         """The view direction's share of the feature MLP: compute it once per ray, not per sample."""
+        if not self.view_dependent:  # the first layer's bias alone
+            return self.feature_mlp.direction_code(directions[..., :0])
         return self.feature_mlp.direction_code(self.direction_encoding(directions))
 
     def features(self, h: Float[Tensor, "*batch C"],

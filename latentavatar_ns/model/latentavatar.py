@@ -80,6 +80,11 @@ class LatentAvatarModelConfig(ModelConfig):
     """Add a learned tri-plane shared by all codes to the generator's output (not in the paper): fixed detail
     is fitted directly and the generator only models what changes with expression. It fits faster, and
     with the region losses leaves the changes to the code (README, "Expressiveness")."""
+    static_plane_resolution: int = 0
+    """Side of the static planes (0: the generator's side). Finer, they hold fixed detail the generator's planes
+    are too coarse for (skin texture, hair strands) in the 3D field, where every view sees the same texels,
+    instead of leaving it to the super-resolution head; the generated planes are upsampled to match (not in
+    the paper)."""
     static_planes_start_step: int = 0
     """Leave the static planes out of the first this many training steps (not in the paper). Texels fit any
     fixed difference between frames faster than the generator learns to read the code; where a video's
@@ -105,6 +110,11 @@ class LatentAvatarModelConfig(ModelConfig):
     low-res pixels; this lets the code act at the output resolution, where they cover more."""
     field_hidden_dim: int = 128
     """Hidden width of the density and feature MLPs."""
+    view_dependent: bool = True
+    """Feed the view direction to the feature MLP, as the paper does. Off, colours and features depend on the
+    point and the code alone (not in the paper). The head turns in front of a fixed camera, so in the head's
+    frame each training frame has its own view direction: the MLP can tie appearance, expression included,
+    to the pose it was seen at, and must extrapolate it to held-out poses."""
     feature_dim: int = 32
     """Rendered feature channels (the first three are the low-res RGB)."""
     sampler: Literal["uniform", "proposal", "occupancy"] = "uniform"
@@ -245,8 +255,10 @@ class LatentAvatarModel(Model):
         self.generator = TriplaneGenerator(cfg.theta_dim, cfg.generator_channels, cfg.plane_channels,
                                            static_planes=cfg.static_planes, code_to_field=cfg.code_to_field,
                                            expression_planes=cfg.expression_planes,
-                                           expression_plane_resolution=cfg.expression_plane_resolution)
-        self.field = TriplaneField(cfg.plane_channels, cfg.field_hidden_dim, cfg.feature_dim)
+                                           expression_plane_resolution=cfg.expression_plane_resolution,
+                                           static_plane_resolution=cfg.static_plane_resolution)
+        self.field = TriplaneField(cfg.plane_channels, cfg.field_hidden_dim, cfg.feature_dim,
+                                   view_dependent=cfg.view_dependent)
         self.renderer = VolumeRenderer(self.scene_box, make_sampler(cfg, self.scene_box.aabb))
         self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale,
                                         style_dim=cfg.theta_dim if cfg.code_to_sr else 0, residual=cfg.sr_residual)
