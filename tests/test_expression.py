@@ -691,39 +691,3 @@ def test_density_symmetry_needs_a_box_centred_on_the_face(synthetic_dataset: Pat
     trainer = config.setup()
     with pytest.raises(ValueError, match="centre it on x = 0"):
         trainer.setup()
-
-
-def test_weight_average_renders_outside_training_and_travels_with_checkpoints(synthetic_dataset: Path,
-                                                                                tmp_path: Path):
-    trainer = tiny_trainer(synthetic_dataset, tmp_path / "a", weight_average_decay=0.5)
-    model = trainer.pipeline.model
-    average = model.weight_average
-    params = average.parameters_averaged
-    assert {id(p) for p in params} == {id(p) for p in model.parameters() if p.requires_grad and p.numel()}
-    start = [p.detach().clone() for p in params]
-    for step in range(3):
-        trainer.train_iteration(step)
-        for callback in trainer.callbacks:
-            callback.run_callback_at_location(step, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
-    trained = [p.detach().clone() for p in params]
-    moved = [i for i, (s, t) in enumerate(zip(start, trained)) if not torch.equal(s, t)]
-    assert moved
-    i = moved[0]
-    shadow = average.shadows[i]
-    assert not torch.equal(shadow, trained[i]) and not torch.equal(shadow, start[i])
-    cameras, batch = trainer.pipeline.datamanager.next_eval(0)
-    model.eval()
-    assert torch.equal(params[i], shadow)
-    with torch.no_grad():
-        averaged_render = model.get_outputs(cameras, batch)["rgb"]
-    model.train()
-    assert all(torch.equal(p, t) for p, t in zip(params, trained))  # training goes on from its own weights
-    state = trainer.checkpoint_state(2)["pipeline"]
-    assert any("weight_average.shadow_" in key for key in state)
-    other = tiny_trainer(synthetic_dataset, tmp_path / "b", weight_average_decay=0.5)
-    other.pipeline.load_pipeline(state, 2)
-    other.pipeline.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(other.pipeline.model.get_outputs(cameras, batch)["rgb"], averaged_render)
-    with pytest.raises(ValueError, match="decay"):
-        tiny_trainer(synthetic_dataset, tmp_path / "c", weight_average_decay=1.0)

@@ -17,7 +17,6 @@ from latentavatar_ns.model.generator import ModulatedConv2d, TriplaneGenerator
 from latentavatar_ns.model.rendering import VolumeRenderer
 from latentavatar_ns.model.sampling import UniformBoxSampler
 from latentavatar_ns.model.superres import SuperResolution
-from latentavatar_ns.model.weight_average import WeightAverage
 
 
 def test_encoder_and_mapping_shapes():
@@ -181,22 +180,6 @@ def test_field_without_view_dependence_gives_every_direction_the_same_features()
     viewed = TriplaneField(plane_channels=8, hidden_dim=16, feature_dim=6)
     assert not torch.allclose(viewed.features(h, viewed.direction_code(directions)),
                               viewed.features(h, viewed.direction_code(-directions)))
-
-
-def test_weight_average_follows_the_trained_weights_with_its_decay_and_swaps_them_exactly():
-    weight = torch.nn.Parameter(torch.zeros(3))
-    average = WeightAverage([weight], decay=0.9)
-    with torch.no_grad():
-        weight.fill_(1.0)
-    average.update(step=0)  # short memory early on: weight 1 - 1/10
-    torch.testing.assert_close(average.shadows[0], torch.full((3,), 0.9))
-    average.update(step=1000)  # then the decay itself
-    torch.testing.assert_close(average.shadows[0], torch.full((3,), 0.91))
-    average.use(True)
-    torch.testing.assert_close(weight.detach(), torch.full((3,), 0.91))
-    average.update(step=1001)  # no update from the averages themselves
-    average.use(False)
-    assert torch.equal(weight.detach(), torch.ones(3)) and not average.in_use
 
 
 def test_superres_scales_by_four():

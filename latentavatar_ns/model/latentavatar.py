@@ -32,7 +32,6 @@ from latentavatar_ns.model.rendering import VolumeRenderer, cropped_cameras, res
 from latentavatar_ns.model.sampling import make_sampler
 from latentavatar_ns.model.superres import SuperResolution
 from latentavatar_ns.model.warm_start import CropDecoder
-from latentavatar_ns.model.weight_average import WeightAverage
 
 
 @dataclass
@@ -230,12 +229,6 @@ class LatentAvatarModelConfig(ModelConfig):
     perceptual distance of the zoomed crop does. 0 leaves it out."""
     eval_lpips: bool = True
     """Report LPIPS in eval when the weights are present."""
-    weight_average_decay: float = 0.0
-    """Keep an exponential moving average of every trained weight, with this decay per step, and render with it
-    outside training (evaluation, viewer, ns-render, checkpoints' users); 0 renders with the trained weights,
-    as the paper does. EG3D and StyleGAN evaluate such an average of their generator: it smooths the last
-    steps' noise, which held-out frames pay for and the training frames' fit hides. 0.999 remembers about
-    the last thousand steps."""
 
 
 class LatentAvatarModel(Model):
@@ -292,8 +285,6 @@ class LatentAvatarModel(Model):
         self._lpips_loss = self._lpips if cfg.lpips_loss_net == "vgg" else (
             (load_lpips(cfg.lpips_loss_net),) if perceptual_loss else (None,))
         self._plane_cache: Optional[Tuple[Tensor, Tensor]] = None
-        self.weight_average = WeightAverage([p for ps in self.get_param_groups().values() for p in ps],
-                                            cfg.weight_average_decay) if cfg.weight_average_decay > 0 else None
         self._mouth_texels: Optional[Tensor] = None
         self._code_source: Tuple[Optional[CodeSource]] = (None,)
         if cfg.compile_networks:
@@ -345,19 +336,7 @@ class LatentAvatarModel(Model):
         if self.config.plane_tv_weight > 0 and self.config.plane_tv_end_step is not None:
             callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
                                               update_every_num_iters=1, func=self.end_plane_tv))
-        if self.weight_average is not None:
-            callbacks.append(TrainingCallback(where_to_run=[TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
-                                              update_every_num_iters=1, func=self.weight_average.update))
         return callbacks
-
-    def train(self, mode: bool = True) -> "LatentAvatarModel":
-        """Also swap the weight average (``weight_average_decay``) in for evaluation and out for training."""
-        super().train(mode)
-        average = getattr(self, "weight_average", None)  # train() may run before populate_modules
-        if average is not None and average.in_use == mode:
-            average.use(not mode)
-            self.clear_plane_cache()
-        return self
 
     def end_plane_tv(self, step: int) -> None:
         """Drop the total-variation penalty from ``plane_tv_end_step`` on."""
