@@ -160,7 +160,6 @@ VARIANTS: Dict[str, List[str]] = {
     "density_symmetry": ["--pipeline.model.density-symmetry-weight", "1"],
     "density_symmetry01": ["--pipeline.model.density-symmetry-weight", "0.1"],
     "no_view_dir": ["--pipeline.model.view-dependent", "False"],
-    "static_res128": ["--pipeline.model.static-plane-resolution", "128"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several
 (``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual``

@@ -104,31 +104,6 @@ def test_static_planes_are_shared_by_every_code_and_learn_directly():
     assert grad[0, 0, 0, 3, 5] == 2.0 and grad.abs().sum() == 2.0  # one texel, one step away from its target
 
 
-def test_finer_static_planes_add_texels_over_the_upsampled_generated_planes():
-    torch.manual_seed(0)
-    kwargs = dict(channels=(32, 32, 16), plane_channels=4, static_planes=True, expression_planes=2,
-                  expression_plane_resolution=8)
-    coarse = TriplaneGenerator(16, **kwargs)
-    fine = TriplaneGenerator(16, static_plane_resolution=32, **kwargs)
-    fine.load_state_dict({k: v for k, v in coarse.state_dict().items() if k != "static_planes"}, strict=False)
-    assert fine.static_planes.shape == (1, 3, 4, 32, 32)
-    theta = torch.randn(2, 16)
-    with torch.no_grad():
-        fine.expression_planes.normal_()
-        coarse.expression_planes.copy_(fine.expression_planes)
-        fine.static_planes.normal_()
-        planes, offset = fine.planes_and_offset(theta)
-        generated = (coarse(theta) - coarse.expression_offset(theta, 16)).reshape(2, 12, 16, 16)
-        upsampled = torch.nn.functional.interpolate(generated, size=(32, 32), mode="bilinear", align_corners=False)
-        assert planes.shape == (2, 3, 4, 32, 32)
-        torch.testing.assert_close(offset, fine.expression_offset(theta, 32))
-        torch.testing.assert_close(planes, upsampled.reshape(2, 3, 4, 32, 32) + offset + fine.static_planes)
-    fine(theta)[:, 1, 2, 31, 0].sum().backward()
-    assert fine.static_planes.grad[0, 1, 2, 31, 0] == 2.0 and fine.static_planes.grad.abs().sum() == 2.0
-    with pytest.raises(ValueError, match="static_plane_resolution"):
-        TriplaneGenerator(16, channels=(32, 32, 16), plane_channels=4, static_planes=True, static_plane_resolution=8)
-
-
 def test_modulated_conv_matches_plain_conv_for_unit_style():
     conv = ModulatedConv2d(4, 6, 3, style_dim=8, demodulate=False)
     x = torch.randn(2, 4, 8, 8)

@@ -78,11 +78,6 @@ class TriplaneGenerator(nn.Module):
     confined to a few texels (an eyelid, the lips) is learned directly rather than through convolutions
     whose styles act on a whole channel at once. With ``expression_plane_resolution`` the bases are held at
     that coarser side and upsampled bilinearly to the planes', so each is smooth across neighbouring texels.
-
-    With ``static_plane_resolution`` above the generator's side (not in the paper) the static planes are held
-    at that finer side, and the generated tri-plane and expression offset are upsampled bilinearly to it
-    before they are added: fixed detail finer than the convolutions draw (skin texture, hair strands) gets
-    texels of its own, while the generator's cost stays that of its own side.
     """
 
     def __init__(
@@ -94,7 +89,6 @@ class TriplaneGenerator(nn.Module):
         code_to_field: bool = False,
         expression_planes: int = 0,
         expression_plane_resolution: int = 0,
-        static_plane_resolution: int = 0,
     ):
         super().__init__()
         self.start = nn.ConvTranspose2d(style_dim, channels[0], kernel_size=4)
@@ -108,12 +102,7 @@ class TriplaneGenerator(nn.Module):
         self.plane_channels = plane_channels
         self.resolution = 4 * 2 ** (len(channels) - 1)
         r = self.resolution
-        rs = static_plane_resolution or r
-        if rs < r or (static_plane_resolution and not static_planes):
-            raise ValueError(f"static_plane_resolution must be 0 (the planes' side) or at least the planes' side {r}, "
-                             f"and needs static planes; got {static_plane_resolution} with static planes "
-                             f"{'on' if static_planes else 'off'}")
-        self.static_planes = nn.Parameter(torch.zeros(1, 3, plane_channels, rs, rs)) if static_planes else None
+        self.static_planes = nn.Parameter(torch.zeros(1, 3, plane_channels, r, r)) if static_planes else None
         # Cleared by the model early in training (``static_planes_start_step``); while off the planes get no gradient.
         self.use_static_planes = True
         rb = expression_plane_resolution or r
@@ -141,9 +130,6 @@ class TriplaneGenerator(nn.Module):
             x = block(x, theta)
         planes = self.to_planes(x, theta)
         b, _, r, _ = planes.shape
-        if self.static_planes is not None and self.static_planes.shape[-1] != r:
-            r = self.static_planes.shape[-1]
-            planes = F.interpolate(planes, size=(r, r), mode="bilinear", align_corners=False)
         planes = planes.reshape(b, 3, self.plane_channels, r, r)
         if self.code_to_field is not None:
             shift = self.code_to_field(theta)[:, None, :, None, None]  # (B, 1, C, 1, 1): the same at every texel

@@ -80,11 +80,6 @@ class LatentAvatarModelConfig(ModelConfig):
     """Add a learned tri-plane shared by all codes to the generator's output (not in the paper): fixed detail
     is fitted directly and the generator only models what changes with expression. It fits faster, and
     with the region losses leaves the changes to the code (README, "Expressiveness")."""
-    static_plane_resolution: int = 0
-    """Side of the static planes (0: the generator's side). Finer, they hold fixed detail the generator's planes
-    are too coarse for (skin texture, hair strands) in the 3D field, where every view sees the same texels,
-    instead of leaving it to the super-resolution head; the generated planes are upsampled to match (not in
-    the paper)."""
     static_planes_start_step: int = 0
     """Leave the static planes out of the first this many training steps (not in the paper). Texels fit any
     fixed difference between frames faster than the generator learns to read the code; where a video's
@@ -255,8 +250,7 @@ class LatentAvatarModel(Model):
         self.generator = TriplaneGenerator(cfg.theta_dim, cfg.generator_channels, cfg.plane_channels,
                                            static_planes=cfg.static_planes, code_to_field=cfg.code_to_field,
                                            expression_planes=cfg.expression_planes,
-                                           expression_plane_resolution=cfg.expression_plane_resolution,
-                                           static_plane_resolution=cfg.static_plane_resolution)
+                                           expression_plane_resolution=cfg.expression_plane_resolution)
         self.field = TriplaneField(cfg.plane_channels, cfg.field_hidden_dim, cfg.feature_dim,
                                    view_dependent=cfg.view_dependent)
         self.renderer = VolumeRenderer(self.scene_box, make_sampler(cfg, self.scene_box.aabb))
