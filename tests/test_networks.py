@@ -250,6 +250,8 @@ def test_paper_config_numbers():
     # the mouth").
     assert model.plane_tv_weight == default_config().pipeline.model.plane_tv_weight == 0.0
     assert (tiny.plane_tv_weight, tiny.plane_tv_target) == (1.0, "no_expression_planes")
+    # Features without the view direction change the paper's field: latentavatar-tiny's default only.
+    assert model.view_dependent and default_config().pipeline.model.view_dependent and not tiny.view_dependent
 
 
 def test_fused_adam_config_takes_the_same_steps_as_the_loop():
