@@ -17,12 +17,13 @@ KEYS = Path(__file__).parent / "data" / "checkpoint_keys.json"
 
 @pytest.mark.parametrize("variant", sorted(json.loads(KEYS.read_text())))
 def test_checkpoint_names_are_those_saved_avatars_hold(synthetic_dataset: Path, tmp_path: Path, variant: str):
-    before = {"expression_planes": 0}  # avatars saved before latentavatar-tiny's default had bases
+    viewed = {"view_dependent": True}  # avatars saved before latentavatar-tiny's features left the view direction out
+    before = {**viewed, "expression_planes": 0}  # and before its default had bases
     options = {"uniform": before, "proposal": {**before, "sampler": "proposal"},
                "occupancy": {**before, "sampler": "occupancy"},
                "pose_refinement+code_to_field": {**before, "pose_refinement": True, "code_to_field": True},
-               "expression_planes": {"expression_planes": 8, "expression_plane_resolution": 0},
-               "default": {}}[variant]
+               "expression_planes": {**viewed, "expression_planes": 8, "expression_plane_resolution": 0},
+               "default": viewed, "no_view_dir": {}}[variant]
     state = tiny_trainer(synthetic_dataset, tmp_path, **options).pipeline.state_dict()
     per_frame = ("_model.frame_codes", "_model.pose_refinement.correction")  # one row per frame or image
 
