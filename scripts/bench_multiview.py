@@ -149,6 +149,7 @@ def main() -> None:
         results[name] = {
             "train_views": sorted(set(pipeline.datamanager.train_dataset.metadata["image_views"])),
             "train_images": len(pipeline.datamanager.train_dataset),
+            "view_dependent": pipeline.model.field.view_dependent,
             "steps": step + 1,
             "train_wall_time_s": round(wall, 1),
             "heldout_views_train_moments": score(pipeline, data, heldout, "train", metrics),

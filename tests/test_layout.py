@@ -23,7 +23,7 @@ def test_checkpoint_names_are_those_saved_avatars_hold(synthetic_dataset: Path, 
                "occupancy": {**before, "sampler": "occupancy"},
                "pose_refinement+code_to_field": {**before, "pose_refinement": True, "code_to_field": True},
                "expression_planes": {**viewed, "expression_planes": 8, "expression_plane_resolution": 0},
-               "default": viewed, "no_view_dir": {}}[variant]
+               "default": viewed, "no_view_dir": {}}[variant]  # today's auto setting, one camera: off
     state = tiny_trainer(synthetic_dataset, tmp_path, **options).pipeline.state_dict()
     per_frame = ("_model.frame_codes", "_model.pose_refinement.correction")  # one row per frame or image
 

@@ -284,6 +284,7 @@ def test_batches_share_a_moment_and_one_code(tmp_path: Path):
     assert sorted(seen) == list(range(8)), "every image once per epoch"
     pipeline.train()
     model = pipeline.model
+    assert model.field.view_dependent, "latentavatar-tiny's auto setting keeps the direction for several views"
     codes = []
     original = model.mapping.forward
     model.mapping.forward = lambda code: codes.append(code) or original(code)  # type: ignore[method-assign]

@@ -12,7 +12,7 @@ from nerfstudio.data.scene_box import SceneBox
 from latentavatar_ns.method.configs import default_config, paper_config, tiny_config
 from latentavatar_ns.data.format import OFFICIAL_BOX
 from latentavatar_ns.model.encoder import ExpressionEncoder, FrameCodeNorm, MappingMLP
-from latentavatar_ns.model.field import TriplaneField, sample_triplane
+from latentavatar_ns.model.field import TriplaneField, resolve_view_dependence, sample_triplane
 from latentavatar_ns.model.generator import ModulatedConv2d, TriplaneGenerator
 from latentavatar_ns.model.rendering import VolumeRenderer
 from latentavatar_ns.model.sampling import UniformBoxSampler
@@ -157,6 +157,15 @@ def test_field_without_view_dependence_gives_every_direction_the_same_features()
                               viewed.features(h, viewed.direction_code(-directions)))
 
 
+def test_auto_view_dependence_is_on_only_when_a_moment_has_several_views():
+    monocular, multiview = torch.arange(5), torch.tensor([0, 0, 1, 1, 2, 2])
+    assert not resolve_view_dependence("auto", monocular) and resolve_view_dependence("auto", multiview)
+    # One view per moment of a multi-view capture (a frontal-only avatar) is a single camera.
+    assert not resolve_view_dependence("auto", torch.tensor([0, 1, 2]))
+    for setting in (True, False):  # an explicit setting wins over the capture
+        assert resolve_view_dependence(setting, monocular) is setting is resolve_view_dependence(setting, multiview)
+
+
 def test_superres_scales_by_four():
     sr = SuperResolution(32, 16, scale=4)
     out = sr(torch.randn(1, 32, 16, 16))
@@ -251,7 +260,8 @@ def test_paper_config_numbers():
     assert model.plane_tv_weight == default_config().pipeline.model.plane_tv_weight == 0.0
     assert (tiny.plane_tv_weight, tiny.plane_tv_target) == (1.0, "no_expression_planes")
     # Features without the view direction change the paper's field: latentavatar-tiny's default only.
-    assert model.view_dependent and default_config().pipeline.model.view_dependent and not tiny.view_dependent
+    assert model.view_dependent is default_config().pipeline.model.view_dependent is True
+    assert tiny.view_dependent == "auto"  # on for a multi-view capture, where the direction is not the pose
 
 
 def test_fused_adam_config_takes_the_same_steps_as_the_loop():

@@ -99,9 +99,10 @@ def tiny_config() -> LatentAvatarTrainerConfig:
         # neighbouring texels of the generator's output and the static planes agree unless the images ask
         # otherwise, so that a head turned past the training views keeps its outline; the expression planes
         # are left out of it, since smoothing them shrinks what the code draws (plane_tv_weight=0 leaves it out).
-        # The feature MLP does not see the view direction: in the head's frame each frame's direction is its
-        # pose, and a tracked pose that moves with the mouth would otherwise carry the mouth in place of the
-        # code (view_dependent=True is the paper's field).
+        # With one camera the feature MLP does not see the view direction: in the head's frame each frame's
+        # direction is its pose, and a tracked pose that moves with the mouth would otherwise carry the mouth in
+        # place of the code. A multi-view capture sees each moment from several directions, and keeps it
+        # (view_dependent=True is the paper's field).
         static_planes=True,
         static_planes_start_step=500,
         sr_residual=True,
@@ -114,7 +115,7 @@ def tiny_config() -> LatentAvatarTrainerConfig:
         face_loss_weight=1.0,
         mouth_loss_weight=1.0,
         eye_loss_weight=1.0,
-        view_dependent=False,
+        view_dependent="auto",
     )
     config.optimizers = _adam(1e-3)
     # Every rate held for the first half of the run, then down to a tenth (scripts/bench_expression.py).

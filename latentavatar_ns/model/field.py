@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Literal, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,16 @@ class FeatureMLP(nn.Sequential):
                 direction_code: Float[Tensor, "*#batch H"]) -> Float[Tensor, "*batch F"]:
         x = F.linear(h, self[0].weight[:, : self.plane_channels]).add_(direction_code)  # type: ignore[index]
         return self[2](self[1](x))
+
+
+def resolve_view_dependence(setting: Union[bool, Literal["auto"]], image_codes: Tensor) -> bool:
+    """Whether the field sees the view direction. ``"auto"``: when some training moment is seen by more
+    than one camera (``image_codes`` holds each training image's code index), since only then is the
+    direction seen apart from the head's pose, so the feature MLP can learn view-dependent appearance
+    from it rather than tie the expression to the pose."""
+    if setting == "auto":
+        return bool(torch.unique(image_codes).numel() < image_codes.numel())
+    return bool(setting)
 
 
 class TriplaneField(nn.Module):

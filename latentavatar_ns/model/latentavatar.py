@@ -7,7 +7,7 @@ model's own code is its hooks in the order nerfstudio calls them, each short and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import Dict, List, Literal, Optional, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from latentavatar_ns.evaluation.metrics import ImageMetrics, psnr_db
 from latentavatar_ns.model.code_table import CodeSource, FrameCodeTable
 from latentavatar_ns.model.encoder import ExpressionEncoder, MappingMLP
-from latentavatar_ns.model.field import DEPTH_AXIS, PLANE_AXES, TriplaneField, plane_texels_in_box
+from latentavatar_ns.model.field import (DEPTH_AXIS, PLANE_AXES, TriplaneField, plane_texels_in_box,
+                                         resolve_view_dependence)
 from latentavatar_ns.model.generator import TriplaneGenerator
 from latentavatar_ns.model.losses import (as_float_image, crop_reconstruction_loss, mirror_opacity_gap,
                                          plane_total_variation, region_crops, region_losses, targets)
@@ -105,11 +106,13 @@ class LatentAvatarModelConfig(ModelConfig):
     low-res pixels; this lets the code act at the output resolution, where they cover more."""
     field_hidden_dim: int = 128
     """Hidden width of the density and feature MLPs."""
-    view_dependent: bool = True
+    view_dependent: Union[bool, Literal["auto"]] = True
     """Feed the view direction to the feature MLP, as the paper does. Off, colours and features depend on the
     point and the code alone (not in the paper). The head turns in front of a fixed camera, so in the head's
     frame each training frame has its own view direction: the MLP can tie appearance, expression included,
-    to the pose it was seen at, and must extrapolate it to held-out poses."""
+    to the pose it was seen at, and must extrapolate it to held-out poses. auto: on when some training moment
+    is seen by several cameras (a multi-view capture, where the direction is seen apart from the pose and
+    carries real view-dependent appearance), off for a single camera."""
     feature_dim: int = 32
     """Rendered feature channels (the first three are the low-res RGB)."""
     sampler: Literal["uniform", "proposal", "occupancy"] = "uniform"
@@ -243,22 +246,6 @@ class LatentAvatarModel(Model):
             raise ValueError(f"density_symmetry_weight mirrors the head across canonical x = 0, but the scene box's "
                              f"x runs from {x_lo} to {x_hi}: centre it on x = 0 or set "
                              "--pipeline.model.density-symmetry-weight 0")
-        self.encoder = ExpressionEncoder(cfg.encoder_crop_size, cfg.encoder_channels, cfg.code_dim,
-                                      cfg.code_normalisation)
-        self.mapping = MappingMLP(cfg.code_dim, cfg.code_dim, cfg.theta_dim)
-        self.plane_tv_on = True
-        self.generator = TriplaneGenerator(cfg.theta_dim, cfg.generator_channels, cfg.plane_channels,
-                                           static_planes=cfg.static_planes, code_to_field=cfg.code_to_field,
-                                           expression_planes=cfg.expression_planes,
-                                           expression_plane_resolution=cfg.expression_plane_resolution)
-        self.field = TriplaneField(cfg.plane_channels, cfg.field_hidden_dim, cfg.feature_dim,
-                                   view_dependent=cfg.view_dependent)
-        self.renderer = VolumeRenderer(self.scene_box, make_sampler(cfg, self.scene_box.aabb))
-        self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale,
-                                        style_dim=cfg.theta_dim if cfg.code_to_sr else 0, residual=cfg.sr_residual)
-        self.pose_refinement = HeadPoseRefinement(self.num_train_data) if cfg.pose_refinement else None
-        self.crop_decoder = CropDecoder(cfg.code_dim, cfg.encoder_crop_size) \
-            if cfg.code_reconstruction_weight > 0 else None
         metadata = self.kwargs.get("metadata", {})
         self.num_train_frames = int(metadata.get("num_train_frames", self.num_train_data))
         num_codes = self.num_train_frames + int(metadata.get("num_eval_frames", 0))
@@ -269,6 +256,23 @@ class LatentAvatarModel(Model):
         image_codes = metadata.get("image_code_idx")
         self.register_buffer("train_image_codes", torch.arange(self.num_train_data) if image_codes is None
                              else torch.as_tensor(image_codes, dtype=torch.long).reshape(-1), persistent=False)
+        self.encoder = ExpressionEncoder(cfg.encoder_crop_size, cfg.encoder_channels, cfg.code_dim,
+                                      cfg.code_normalisation)
+        self.mapping = MappingMLP(cfg.code_dim, cfg.code_dim, cfg.theta_dim)
+        self.plane_tv_on = True
+        self.generator = TriplaneGenerator(cfg.theta_dim, cfg.generator_channels, cfg.plane_channels,
+                                           static_planes=cfg.static_planes, code_to_field=cfg.code_to_field,
+                                           expression_planes=cfg.expression_planes,
+                                           expression_plane_resolution=cfg.expression_plane_resolution)
+        self.field = TriplaneField(cfg.plane_channels, cfg.field_hidden_dim, cfg.feature_dim,
+                                   view_dependent=resolve_view_dependence(cfg.view_dependent,
+                                                                          self.train_image_codes))
+        self.renderer = VolumeRenderer(self.scene_box, make_sampler(cfg, self.scene_box.aabb))
+        self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale,
+                                        style_dim=cfg.theta_dim if cfg.code_to_sr else 0, residual=cfg.sr_residual)
+        self.pose_refinement = HeadPoseRefinement(self.num_train_data) if cfg.pose_refinement else None
+        self.crop_decoder = CropDecoder(cfg.code_dim, cfg.encoder_crop_size) \
+            if cfg.code_reconstruction_weight > 0 else None
         background = metadata.get("background_color", torch.ones(3))
         self.register_buffer("background", torch.as_tensor(background, dtype=torch.float32).clone())
         # Held outside the module tree: a frozen loss network belongs in neither checkpoints nor param groups.
