@@ -60,8 +60,7 @@ BASELINE: List[str] = [
     "--pipeline.model.lpips-loss-net", "vgg", "--pipeline.model.face-loss-weight", "0",
     "--pipeline.model.mouth-loss-weight", "0", "--pipeline.model.eye-loss-weight", "0",
     "--pipeline.model.static-planes-start-step", "0", "--pipeline.model.expression-planes", "0",
-    "--pipeline.model.expression-plane-resolution", "0", "--pipeline.model.static-plane-resolution", "0",
-    "--lr-final-factor", "1",
+    "--pipeline.model.expression-plane-resolution", "0", "--lr-final-factor", "1",
     "--pipeline.model.sr-residual", "False", "--pipeline.model.plane-tv-weight", "0",
     "--pipeline.model.plane-tv-norm", "squared", "--pipeline.model.plane-tv-target", "triplane",
     "--pipeline.model.plane-tv-end-step", "None", "--pipeline.model.plane-tv-spare-mouth", "False",
@@ -162,9 +161,6 @@ VARIANTS: Dict[str, List[str]] = {
     "density_symmetry": ["--pipeline.model.density-symmetry-weight", "1"],
     "density_symmetry01": ["--pipeline.model.density-symmetry-weight", "0.1"],
     "no_view_dir": ["--pipeline.model.view-dependent", "False"],
-    # The static planes at a half of the planes' side (upsampled): a fixed shape too coarse to fit each
-    # training view's outline texel by texel.
-    "static_res32": ["--pipeline.model.static-plane-resolution", "32"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several
 (``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual``

@@ -104,23 +104,6 @@ def test_static_planes_are_shared_by_every_code_and_learn_directly():
     assert grad[0, 0, 0, 3, 5] == 2.0 and grad.abs().sum() == 2.0  # one texel, one step away from its target
 
 
-def test_coarse_static_planes_add_their_bilinear_upsampling():
-    torch.manual_seed(0)
-    plain = TriplaneGenerator(16, channels=(32, 32, 16), plane_channels=4)
-    gen = TriplaneGenerator(16, channels=(32, 32, 16), plane_channels=4, static_planes=True, static_plane_resolution=8)
-    gen.load_state_dict(plain.state_dict(), strict=False)
-    assert gen.static_planes.shape == (1, 3, 4, 8, 8)
-    theta = torch.randn(2, 16)
-    with torch.no_grad():
-        gen.static_planes.normal_()
-        up = torch.nn.functional.interpolate(gen.static_planes[0], size=(16, 16), mode="bilinear", align_corners=False)
-        assert torch.allclose(gen(theta) - plain(theta), up.expand(2, -1, -1, -1, -1), atol=1e-5)
-    for side in (32, -1):
-        with pytest.raises(ValueError, match="static_plane_resolution"):
-            TriplaneGenerator(16, channels=(32, 32, 16), plane_channels=4, static_planes=True,
-                              static_plane_resolution=side)
-
-
 def test_modulated_conv_matches_plain_conv_for_unit_style():
     conv = ModulatedConv2d(4, 6, 3, style_dim=8, demodulate=False)
     x = torch.randn(2, 4, 8, 8)

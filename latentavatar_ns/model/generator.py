@@ -78,7 +78,6 @@ class TriplaneGenerator(nn.Module):
     confined to a few texels (an eyelid, the lips) is learned directly rather than through convolutions
     whose styles act on a whole channel at once. With ``expression_plane_resolution`` the bases are held at
     that coarser side and upsampled bilinearly to the planes', so each is smooth across neighbouring texels.
-    ``static_plane_resolution`` holds the static planes at a coarser side in the same way.
     """
 
     def __init__(
@@ -90,7 +89,6 @@ class TriplaneGenerator(nn.Module):
         code_to_field: bool = False,
         expression_planes: int = 0,
         expression_plane_resolution: int = 0,
-        static_plane_resolution: int = 0,
     ):
         super().__init__()
         self.start = nn.ConvTranspose2d(style_dim, channels[0], kernel_size=4)
@@ -104,11 +102,7 @@ class TriplaneGenerator(nn.Module):
         self.plane_channels = plane_channels
         self.resolution = 4 * 2 ** (len(channels) - 1)
         r = self.resolution
-        rs = static_plane_resolution or r
-        if not 0 < rs <= r:
-            raise ValueError(f"static_plane_resolution must be 0 (the planes' side) or 1 to the planes' side {r}, "
-                             f"got {static_plane_resolution}")
-        self.static_planes = nn.Parameter(torch.zeros(1, 3, plane_channels, rs, rs)) if static_planes else None
+        self.static_planes = nn.Parameter(torch.zeros(1, 3, plane_channels, r, r)) if static_planes else None
         # Cleared by the model early in training (``static_planes_start_step``); while off the planes get no gradient.
         self.use_static_planes = True
         rb = expression_plane_resolution or r
@@ -144,7 +138,7 @@ class TriplaneGenerator(nn.Module):
         if offset is not None:
             planes = planes + offset
         if self.static_planes is not None and self.use_static_planes:
-            planes = planes + upsampled(self.static_planes, r)
+            planes = planes + self.static_planes
         return planes, offset
 
     def expression_offset(self, theta: Float[Tensor, "B S"], resolution: int) -> Optional[Float[Tensor, "B 3 C R R"]]:
@@ -155,15 +149,7 @@ class TriplaneGenerator(nn.Module):
         bases = self.expression_planes
         k, _, c, rb, _ = bases.shape
         # One matmul over the flattened bases (cheaper on a CPU than the equivalent einsum).
-        offset = (weights @ bases.reshape(k, -1)).reshape(-1, 3, c, rb, rb)
-        return upsampled(offset, resolution)
-
-
-def upsampled(planes: Float[Tensor, "B 3 C r r"], resolution: int) -> Float[Tensor, "B 3 C R R"]:
-    """Tri-planes brought to side ``resolution`` bilinearly (unchanged when already at it)."""
-    b, p, c, r, _ = planes.shape
-    if r == resolution:
-        return planes
-    flat = F.interpolate(planes.reshape(b * p, c, r, r), size=(resolution, resolution), mode="bilinear",
-                         align_corners=False)
-    return flat.reshape(b, p, c, resolution, resolution)
+        offset = (weights @ bases.reshape(k, -1)).reshape(-1, c, rb, rb)
+        if rb != resolution:
+            offset = F.interpolate(offset, size=(resolution, resolution), mode="bilinear", align_corners=False)
+        return offset.reshape(len(theta), 3, c, resolution, resolution)

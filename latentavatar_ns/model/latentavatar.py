@@ -81,10 +81,6 @@ class LatentAvatarModelConfig(ModelConfig):
     """Add a learned tri-plane shared by all codes to the generator's output (not in the paper): fixed detail
     is fitted directly and the generator only models what changes with expression. It fits faster, and
     with the region losses leaves the changes to the code (README, "Expressiveness")."""
-    static_plane_resolution: int = 0
-    """Side of the static planes, upsampled bilinearly to the planes' side (0: the planes' side; not in the
-    paper). The shape one video pins down is the head as far as it turned; coarser, the fixed planes cannot
-    draw an outline that fits the training views texel by texel and has to be smooth beyond them."""
     static_planes_start_step: int = 0
     """Leave the static planes out of the first this many training steps (not in the paper). Texels fit any
     fixed difference between frames faster than the generator learns to read the code; where a video's
@@ -267,8 +263,7 @@ class LatentAvatarModel(Model):
         self.generator = TriplaneGenerator(cfg.theta_dim, cfg.generator_channels, cfg.plane_channels,
                                            static_planes=cfg.static_planes, code_to_field=cfg.code_to_field,
                                            expression_planes=cfg.expression_planes,
-                                           expression_plane_resolution=cfg.expression_plane_resolution,
-                                           static_plane_resolution=cfg.static_plane_resolution)
+                                           expression_plane_resolution=cfg.expression_plane_resolution)
         self.field = TriplaneField(cfg.plane_channels, cfg.field_hidden_dim, cfg.feature_dim,
                                    view_dependent=resolve_view_dependence(cfg.view_dependent,
                                                                           self.train_image_codes))
