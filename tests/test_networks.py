@@ -255,8 +255,8 @@ def test_paper_config_numbers():
     # The residual super-resolution head changes the paper's head: latentavatar-tiny's default only.
     assert tiny.sr_residual and not model.sr_residual and not default_config().pipeline.model.sr_residual
     # The tri-planes' total-variation penalty, the expression planes left out: latentavatar-tiny's default. The
-    # paper's networks have no expression planes, and there it takes the mouth (README "A penalty that spares
-    # the mouth").
+    # paper's networks have no expression planes, and there it takes the mouth (docs/expressiveness.md, "A penalty
+    # that spares the mouth").
     assert model.plane_tv_weight == default_config().pipeline.model.plane_tv_weight == 0.0
     assert (tiny.plane_tv_weight, tiny.plane_tv_target) == (1.0, "no_expression_planes")
     # Features without the view direction change the paper's field: latentavatar-tiny's default only.
