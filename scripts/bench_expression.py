@@ -161,6 +161,8 @@ VARIANTS: Dict[str, List[str]] = {
     "density_symmetry": ["--pipeline.model.density-symmetry-weight", "1"],
     "density_symmetry01": ["--pipeline.model.density-symmetry-weight", "0.1"],
     "no_view_dir": ["--pipeline.model.view-dependent", "False"],
+    # Twice latentavatar-tiny's 32 uniform samples per ray: a finer step through the head's edge.
+    "samples64": ["--pipeline.model.num-samples", "64"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several
 (``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual``
