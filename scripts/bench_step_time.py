@@ -31,6 +31,7 @@ VARIANTS: Dict[str, Dict] = {
     "no_fused_adam": {"fused_adam": False},
     "expression_planes16": {"expression_planes": 16},
     "expression_planes16+no_fused_adam": {"expression_planes": 16, "fused_adam": False},
+    "samples64": {"num_samples": 64},
 }
 """Option sets on top of ``latentavatar-tiny``'s defaults: model fields by name, and ``fused_adam`` for
 every parameter group's optimizer."""
