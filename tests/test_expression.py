@@ -691,3 +691,11 @@ def test_density_symmetry_needs_a_box_centred_on_the_face(synthetic_dataset: Pat
     trainer = config.setup()
     with pytest.raises(ValueError, match="centre it on x = 0"):
         trainer.setup()
+
+
+def test_an_unknown_view_dependence_is_refused_when_the_model_is_built(synthetic_dataset: Path, tmp_path: Path):
+    config = tiny_trainer_config(synthetic_dataset, tmp_path)
+    config.pipeline.model.view_dependent = "sometimes"  # type: ignore[assignment]  # as a hand-edited config.yml
+    trainer = config.setup()
+    with pytest.raises(ValueError, match="view_dependent must be True, False or 'auto', got 'sometimes'"):
+        trainer.setup()

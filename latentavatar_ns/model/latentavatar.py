@@ -241,6 +241,9 @@ class LatentAvatarModel(Model):
         if cfg.plane_tv_weight > 0 and cfg.plane_tv_target == "static" and not cfg.static_planes:
             raise ValueError("plane_tv_target 'static' smooths the static planes, and this avatar has none: "
                              "set --pipeline.model.static-planes True or --pipeline.model.plane-tv-target triplane")
+        if cfg.view_dependent not in (True, False, "auto"):  # a hand-edited config.yml, say
+            raise ValueError(f"view_dependent must be True, False or 'auto', got {cfg.view_dependent!r}: "
+                             "set --pipeline.model.view-dependent to one of them")
         x_lo, x_hi = (float(x) for x in self.scene_box.aabb[:, 0])
         if cfg.density_symmetry_weight > 0 and abs(x_lo + x_hi) > 1e-6:
             raise ValueError(f"density_symmetry_weight mirrors the head across canonical x = 0, but the scene box's "
