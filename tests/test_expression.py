@@ -18,6 +18,7 @@ from latentavatar_ns.model.losses import as_float_image, mirror_opacity_gap, pla
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
 from latentavatar_ns.model.superres import SuperResolution
 from latentavatar_ns.data.regions import REGIONS, box_masks, canonical_region_box, masked_l1, pixel_box
+from latentavatar_ns.utils.errors import ConfigError
 
 
 def test_box_masks_and_masked_l1_cover_exactly_the_box():
@@ -689,7 +690,7 @@ def test_density_symmetry_needs_a_box_centred_on_the_face(synthetic_dataset: Pat
     config = tiny_trainer_config(synthetic_dataset, tmp_path, density_symmetry_weight=1.0)
     config.pipeline.datamanager.dataparser.scene_box = ((-1.0, -1.8, -1.9), (1.5, 1.8, 1.1))
     trainer = config.setup()
-    with pytest.raises(ValueError, match="centre it on x = 0"):
+    with pytest.raises(ConfigError, match="centre it on x = 0"):
         trainer.setup()
 
 
@@ -697,5 +698,5 @@ def test_an_unknown_view_dependence_is_refused_when_the_model_is_built(synthetic
     config = tiny_trainer_config(synthetic_dataset, tmp_path)
     config.pipeline.model.view_dependent = "sometimes"  # type: ignore[assignment]  # as a hand-edited config.yml
     trainer = config.setup()
-    with pytest.raises(ValueError, match="view_dependent must be True, False or 'auto', got 'sometimes'"):
+    with pytest.raises(ConfigError, match="view_dependent must be True, False or 'auto', got 'sometimes'"):
         trainer.setup()

@@ -26,6 +26,10 @@ class OutputExistsError(LatentAvatarError, FileExistsError):
     """An output folder or file is already there and ``--overwrite`` was not given."""
 
 
+class ConfigError(LatentAvatarError, ValueError):
+    """An option's value, or a combination of options, that the model cannot be built with."""
+
+
 def error_line(err: BaseException) -> str:
     """``error: <message>`` on one line (the lines of a longer message are joined with ``; ``)."""
     text = ""
