@@ -264,6 +264,7 @@ def main(cfg: BenchDriving) -> None:
     }
     cfg.output.write_text(json.dumps(report, indent=2))
     print(json.dumps(report["latency_ms_per_frame"]))
+    scorer.landmarker.close()  # before interpreter shutdown, which would leave MediaPipe's own close failing
 
 
 if __name__ == "__main__":
