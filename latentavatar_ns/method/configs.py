@@ -67,7 +67,7 @@ def tiny_config() -> LatentAvatarTrainerConfig:
     """The same architecture scaled down to train on two CPU cores in minutes (128^2 frames)."""
     config = paper_config()
     config.method_name = "latentavatar-tiny"
-    config.max_num_iterations = 3000  # about five minutes on two CPU cores with two threads
+    config.max_num_iterations = 3000  # 5 to 8.5 minutes on two CPU cores with two threads (machines differ)
     config.steps_per_eval_batch = 100
     config.steps_per_eval_image = 250
     config.steps_per_eval_all_images = 100000
