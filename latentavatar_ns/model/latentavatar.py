@@ -241,15 +241,15 @@ class LatentAvatarModel(Model):
         cfg = self.config
         if cfg.plane_tv_weight > 0 and cfg.plane_tv_target == "static" and not cfg.static_planes:
             raise ConfigError("plane_tv_target 'static' smooths the static planes, and this avatar has none: "
-                             "set --pipeline.model.static-planes True or --pipeline.model.plane-tv-target triplane")
+                              "set --pipeline.model.static-planes True or --pipeline.model.plane-tv-target triplane")
         if cfg.view_dependent not in (True, False, "auto"):  # a hand-edited config.yml, say
             raise ConfigError(f"view_dependent must be True, False or 'auto', got {cfg.view_dependent!r}: "
-                             "set --pipeline.model.view-dependent to one of them")
+                              "set --pipeline.model.view-dependent to one of them")
         x_lo, x_hi = (float(x) for x in self.scene_box.aabb[:, 0])
         if cfg.density_symmetry_weight > 0 and abs(x_lo + x_hi) > 1e-6:
             raise ConfigError(f"density_symmetry_weight mirrors the head across canonical x = 0, but the scene box's "
-                             f"x runs from {x_lo} to {x_hi}: centre it on x = 0 or set "
-                             "--pipeline.model.density-symmetry-weight 0")
+                              f"x runs from {x_lo} to {x_hi}: centre it on x = 0 or set "
+                              "--pipeline.model.density-symmetry-weight 0")
         metadata = self.kwargs.get("metadata", {})
         self.num_train_frames = int(metadata.get("num_train_frames", self.num_train_data))
         num_codes = self.num_train_frames + int(metadata.get("num_eval_frames", 0))
