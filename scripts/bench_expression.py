@@ -167,6 +167,9 @@ VARIANTS: Dict[str, List[str]] = {
     "steps2340": ["--max-num-iterations", "2340"],
     # The steps today's default fits in ten minutes, alone on the 2-core CPU with two threads (0.105 s a step).
     "steps5700": ["--max-num-iterations", "5700"],
+    # Three times the region losses' mouth L1: the lower face square weighed as heavily as the rest of the
+    # face and frame together, so that an average mouth costs the loss more.
+    "mouth3": ["--pipeline.model.mouth-loss-weight", "3"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several
 (``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual``
