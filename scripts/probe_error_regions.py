@@ -8,7 +8,10 @@ parts, taken in this order: the **outline** (pixels within ``--band`` of the mat
 the **mouth** boxes, and the **rest** of the face. Per run and split (held-out frames, and as many evenly
 spaced training frames) it reports each part's share of the error and of the area, the face-box PSNR, and the
 face-box PSNR the frames would have if the outline's pixels erred no more than the rest of the face on
-average. Across the parts it also reports the share of the error on the **silhouette**: the pixels where the
+average. The whole frame is split the same way, into the **face box** and, outside it, the head's **outline**
+band, the rest of the **head** (hair, neck, shoulders: inside the matte) and the **background**: each part's
+share of the frame's squared error and area, and its contribution to the frame's mean squared error (the
+contributions add up to it, so two runs' difference can be read part by part). Across the parts it also reports the share of the error on the **silhouette**: the pixels where the
 render's silhouette (pixels farther than ``--silhouette-threshold`` from the background colour) and the
 matte disagree. A head drawn too wide or too narrow errs there; one whose edge is only soft or off in colour
 errs on the rest of the outline. With ``--fit-pose-steps`` the held-out frames are scored once more from the
@@ -39,6 +42,7 @@ from latentavatar_ns.utils.image import to_uint8
 
 Box = Tuple[int, int, int, int]
 PARTS = ("outline", "eyes", "mouth", "rest")
+FRAME_PARTS = ("face_box", "outline", "head", "background")
 
 
 @dataclass
@@ -79,6 +83,30 @@ def region_masks(matte: Bool[np.ndarray, "H W"], boxes: Dict[str, Box], band: in
         taken |= masks[name]
     masks["rest"] = face & ~taken
     return masks
+
+
+def frame_masks(matte: Bool[np.ndarray, "H W"], face_box: Box, band: int) -> Dict[str, np.ndarray]:
+    """Disjoint masks covering the frame: the face box, then outside it the outline band, the rest of the
+    matte (the head beyond the face box) and the background. Where the neck leaves the frame, the frame's
+    edge is not an outline."""
+    face = _box_mask((matte.shape[0], matte.shape[1]), face_box)
+    inner = binary_erosion(matte, iterations=band, border_value=1)
+    outline = binary_dilation(matte, iterations=band) & ~inner & ~face
+    head = matte & ~face & ~outline
+    return {"face_box": face, "outline": outline, "head": head, "background": ~(face | outline | head)}
+
+
+def split_frame_error(error: Float[np.ndarray, "H W"], masks: Dict[str, np.ndarray]) -> Dict[str, float]:
+    """Each part's share of the frame's squared error and area, its contribution to the frame's mean squared
+    error, and the frame's PSNR; keys prefixed ``frame_``."""
+    total, pixels = max(float(error.sum()), 1e-20), float(error.size)
+    out = {"frame_psnr": float(-10.0 * np.log10(max(float(error.mean()), 1e-20)))}
+    for name, mask in masks.items():
+        part = float(error[mask].sum())
+        out[f"frame_{name}_error_share"] = part / total
+        out[f"frame_{name}_area_share"] = float(mask.sum()) / pixels
+        out[f"frame_{name}_mse"] = part / pixels
+    return out
 
 
 def split_error(error: Float[np.ndarray, "H W"], masks: Dict[str, np.ndarray]) -> Dict[str, float]:
@@ -147,7 +175,8 @@ def probe_run(run: Path, cfg: ProbeErrorRegions, picture: Path) -> Dict:
             error = ((render - gt) ** 2).mean(-1)
             rendered = np.abs(render - model.background.cpu().numpy()).max(-1) > cfg.silhouette_threshold
             face = _box_mask((height, width), boxes["face"])
-            stats.append({**split_error(error, masks), **silhouette_share(error, matte, rendered, face)})
+            stats.append({**split_error(error, masks), **silhouette_share(error, matte, rendered, face),
+                          **split_frame_error(error, frame_masks(matte, boxes["face"], cfg.band))})
             if (key, i) in shown:
                 rows.append(signed_error_picture(gt, render))
         result[key] = {name: float(np.mean([s[name] for s in stats])) for name in stats[0]}

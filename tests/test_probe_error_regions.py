@@ -10,7 +10,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
-from probe_error_regions import PARTS, region_masks, signed_error_picture, silhouette_share, split_error  # noqa: E402
+from probe_error_regions import (  # noqa: E402
+    FRAME_PARTS,
+    PARTS,
+    frame_masks,
+    region_masks,
+    signed_error_picture,
+    silhouette_share,
+    split_error,
+    split_frame_error,
+)
 
 BOXES = {"face": (4, 4, 36, 36), "eyes": (10, 12, 30, 16), "mouth": (14, 26, 26, 32)}
 
@@ -46,6 +55,23 @@ def test_error_shares_and_the_outline_levelled_to_the_rest():
     assert sum(out[f"{p}_error_share"] for p in PARTS) == pytest.approx(1.0)
     assert out["face_psnr"] == pytest.approx(-10 * np.log10(0.04 * outline_area + 0.01 * (1 - outline_area)))
     assert out["face_psnr_outline_as_rest"] == pytest.approx(20.0)
+
+
+def test_frame_parts_cover_the_frame_and_their_contributions_add_up_to_its_error():
+    matte = _matte()
+    masks = frame_masks(matte, BOXES["face"], band=2)
+    assert list(masks) == list(FRAME_PARTS)
+    assert np.array_equal(np.stack([masks[p] for p in FRAME_PARTS]).astype(int).sum(0), np.ones((40, 40), int))
+    # below the face box the head's edge at x = 8 is outline, its inside head, and left of the band background
+    assert masks["outline"][38, 6:10].all() and masks["head"][38, 20] and masks["background"][38, 2]
+    assert not masks["outline"][20, 8], "the outline inside the face box belongs to the face box"
+    error = np.where(masks["background"], 0.0, 0.01)
+    error[masks["outline"]] = 0.09
+    out = split_frame_error(error, masks)
+    assert sum(out[f"frame_{p}_mse"] for p in FRAME_PARTS) == pytest.approx(error.mean())
+    assert out["frame_background_error_share"] == 0.0
+    assert out["frame_outline_error_share"] == pytest.approx(0.09 * masks["outline"].sum() / error.sum())
+    assert out["frame_psnr"] == pytest.approx(-10 * np.log10(error.mean()))
 
 
 def test_signed_error_is_red_where_brighter_and_blue_where_darker():
