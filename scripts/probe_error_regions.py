@@ -9,7 +9,8 @@ the **mouth** boxes, and the **rest** of the face. Per run and split (held-out f
 spaced training frames) it reports each part's share of the error and of the area, the face-box PSNR, and the
 face-box PSNR the frames would have if the outline's pixels erred no more than the rest of the face on
 average. The whole frame is split the same way, into the **face box** and, outside it, the head's **outline**
-band, the rest of the **head** (hair, neck, shoulders: inside the matte) and the **background**: each part's
+band above and beside the box (hair, ears), the outline **below** it (neck), the rest of the **head** (inside
+the matte) and the **background**: each part's
 share of the frame's squared error and area, and its contribution to the frame's mean squared error (the
 contributions add up to it, so two runs' difference can be read part by part). Across the parts it also reports the share of the error on the **silhouette**: the pixels where the
 render's silhouette (pixels farther than ``--silhouette-threshold`` from the background colour) and the
@@ -42,7 +43,7 @@ from latentavatar_ns.utils.image import to_uint8
 
 Box = Tuple[int, int, int, int]
 PARTS = ("outline", "eyes", "mouth", "rest")
-FRAME_PARTS = ("face_box", "outline", "head", "background")
+FRAME_PARTS = ("face_box", "outline", "outline_below", "head", "background")
 
 
 @dataclass
@@ -86,14 +87,16 @@ def region_masks(matte: Bool[np.ndarray, "H W"], boxes: Dict[str, Box], band: in
 
 
 def frame_masks(matte: Bool[np.ndarray, "H W"], face_box: Box, band: int) -> Dict[str, np.ndarray]:
-    """Disjoint masks covering the frame: the face box, then outside it the outline band, the rest of the
-    matte (the head beyond the face box) and the background. Where the neck leaves the frame, the frame's
-    edge is not an outline."""
+    """Disjoint masks covering the frame: the face box, then outside it the outline band above and beside the
+    box, the outline band below it (the neck's), the rest of the matte (the head beyond the face box) and the
+    background. Where the neck leaves the frame, the frame's edge is not an outline."""
     face = _box_mask((matte.shape[0], matte.shape[1]), face_box)
     inner = binary_erosion(matte, iterations=band, border_value=1)
     outline = binary_dilation(matte, iterations=band) & ~inner & ~face
+    below = outline & (np.arange(matte.shape[0])[:, None] >= face_box[3])
     head = matte & ~face & ~outline
-    return {"face_box": face, "outline": outline, "head": head, "background": ~(face | outline | head)}
+    return {"face_box": face, "outline": outline & ~below, "outline_below": below, "head": head,
+            "background": ~(face | outline | head)}
 
 
 def split_frame_error(error: Float[np.ndarray, "H W"], masks: Dict[str, np.ndarray]) -> Dict[str, float]:

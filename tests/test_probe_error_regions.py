@@ -63,14 +63,15 @@ def test_frame_parts_cover_the_frame_and_their_contributions_add_up_to_its_error
     assert list(masks) == list(FRAME_PARTS)
     assert np.array_equal(np.stack([masks[p] for p in FRAME_PARTS]).astype(int).sum(0), np.ones((40, 40), int))
     # below the face box the head's edge at x = 8 is outline, its inside head, and left of the band background
-    assert masks["outline"][38, 6:10].all() and masks["head"][38, 20] and masks["background"][38, 2]
+    assert masks["outline_below"][38, 6:10].all() and masks["head"][38, 20] and masks["background"][38, 2]
+    assert not masks["outline"].any(), "this head leaves the face box only at the bottom"
     assert not masks["outline"][20, 8], "the outline inside the face box belongs to the face box"
     error = np.where(masks["background"], 0.0, 0.01)
-    error[masks["outline"]] = 0.09
+    error[masks["outline"] | masks["outline_below"]] = 0.09
     out = split_frame_error(error, masks)
     assert sum(out[f"frame_{p}_mse"] for p in FRAME_PARTS) == pytest.approx(error.mean())
     assert out["frame_background_error_share"] == 0.0
-    assert out["frame_outline_error_share"] == pytest.approx(0.09 * masks["outline"].sum() / error.sum())
+    assert out["frame_outline_below_error_share"] == pytest.approx(0.09 * masks["outline_below"].sum() / error.sum())
     assert out["frame_psnr"] == pytest.approx(-10 * np.log10(error.mean()))
 
 
