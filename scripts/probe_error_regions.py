@@ -8,18 +8,18 @@ parts, taken in this order: the **outline** (pixels within ``--band`` of the mat
 the **mouth** boxes, and the **rest** of the face. Per run and split (held-out frames, and as many evenly
 spaced training frames) it reports each part's share of the error and of the area, the face-box PSNR, and the
 face-box PSNR the frames would have if the outline's pixels erred no more than the rest of the face on
-average. The whole frame is split the same way, into the **face box** and, outside it, the head's **outline**
-band above and beside the box (hair, ears), the outline **below** it (neck), the rest of the **head** (inside
-the matte) and the **background**: each part's
-share of the frame's squared error and area, and its contribution to the frame's mean squared error (the
-contributions add up to it, so two runs' difference can be read part by part). Across the parts it also reports the share of the error on the **silhouette**: the pixels where the
-render's silhouette (pixels farther than ``--silhouette-threshold`` from the background colour) and the
+average. Across the parts it also reports the share of the error on the **silhouette**: the pixels where
+the render's silhouette (pixels farther than ``--silhouette-threshold`` from the background colour) and the
 matte disagree. A head drawn too wide or too narrow errs there; one whose edge is only soft or off in colour
-errs on the rest of the outline. With ``--fit-pose-steps`` the held-out frames are scored once more from the
-head pose fitted to each image (``fitted_frame_camera``, the frame's own code held): an outline error that a
-rigid move of the head removes is one of where the head is drawn, not of its shape. A picture per run
-(``OUT_<run>.png``) shows ground truth | render | signed error (red: render brighter, blue: darker, ×4) for
-the first, middle and last held-out frame and one training frame.
+errs on the rest of the outline. The whole frame is split the same way, into the **face box** and, outside
+it, the head's **outline** band above and beside the box (hair, ears), the outline **below** it (neck), the
+rest of the **head** (inside the matte) and the **background**: each part's share of the frame's squared
+error and area, and its contribution to the frame's mean squared error (the contributions add up to it, so
+two runs' difference can be read part by part). With ``--fit-pose-steps`` the held-out frames are scored
+once more from the head pose fitted to each image (``fitted_frame_camera``, the frame's own code held): an
+outline error that a rigid move of the head removes is one of where the head is drawn, not of its shape. A
+picture per run (``OUT_<run>.png``) shows ground truth | render | signed error (red: render brighter, blue:
+darker, ×4) for the first, middle and last held-out frame and one training frame.
 """
 
 from __future__ import annotations
