@@ -173,7 +173,7 @@ VARIANTS: Dict[str, List[str]] = {
     # Three times the region losses' face L1: the face square, where the face-box score is read, weighed
     # more against the hair, neck and background.
     "face3": ["--pipeline.model.face-loss-weight", "3"],
-    "face5": ["--pipeline.model.face-loss-weight", "5"],
+    "face2": ["--pipeline.model.face-loss-weight", "2"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several
 (``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual``
