@@ -167,12 +167,12 @@ VARIANTS: Dict[str, List[str]] = {
     "steps2340": ["--max-num-iterations", "2340"],
     # The steps today's default fits in ten minutes, alone on the 2-core CPU with two threads (0.105 s a step).
     "steps5700": ["--max-num-iterations", "5700"],
-    # Three times the region losses' mouth L1: the lower face square weighed as heavily as the rest of the
-    # face and frame together, so that an average mouth costs the loss more.
+    # Three times the region losses' mouth L1, so that an average mouth costs the loss more.
     "mouth3": ["--pipeline.model.mouth-loss-weight", "3"],
     # Three times the region losses' face L1: the face square, where the face-box score is read, weighed
     # more against the hair, neck and background.
     "face3": ["--pipeline.model.face-loss-weight", "3"],
+    # Between the default's weight and face3's: does the face box gain while the real clip keeps its mouth?
     "face2": ["--pipeline.model.face-loss-weight", "2"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several
