@@ -73,11 +73,17 @@ def _box_mask(shape: Tuple[int, int], box: Box) -> Bool[np.ndarray, "H W"]:
     return out
 
 
+def outline_band(matte: Bool[np.ndarray, "H W"], band: int) -> Bool[np.ndarray, "H W"]:
+    """Pixels within ``band`` of the matte's edge, on either side. The frame's edge is not an outline: where
+    the head or neck leaves the frame, the pixels beside the edge are the head's inside."""
+    return binary_dilation(matte, iterations=band) & ~binary_erosion(matte, iterations=band, border_value=1)
+
+
 def region_masks(matte: Bool[np.ndarray, "H W"], boxes: Dict[str, Box], band: int) -> Dict[str, np.ndarray]:
     """Disjoint masks inside ``boxes['face']``: the outline band first, then the eyes, the mouth, the rest."""
     shape = (matte.shape[0], matte.shape[1])
     face = _box_mask(shape, boxes["face"])
-    outline = binary_dilation(matte, iterations=band) & ~binary_erosion(matte, iterations=band) & face
+    outline = outline_band(matte, band) & face
     masks, taken = {"outline": outline}, outline.copy()
     for name in ("eyes", "mouth"):
         masks[name] = _box_mask(shape, boxes[name]) & face & ~taken
@@ -89,10 +95,9 @@ def region_masks(matte: Bool[np.ndarray, "H W"], boxes: Dict[str, Box], band: in
 def frame_masks(matte: Bool[np.ndarray, "H W"], face_box: Box, band: int) -> Dict[str, np.ndarray]:
     """Disjoint masks covering the frame: the face box, then outside it the outline band above and beside the
     box, the outline band below it (the neck's), the rest of the matte (the head beyond the face box) and the
-    background. Where the neck leaves the frame, the frame's edge is not an outline."""
+    background."""
     face = _box_mask((matte.shape[0], matte.shape[1]), face_box)
-    inner = binary_erosion(matte, iterations=band, border_value=1)
-    outline = binary_dilation(matte, iterations=band) & ~inner & ~face
+    outline = outline_band(matte, band) & ~face
     below = outline & (np.arange(matte.shape[0])[:, None] >= face_box[3])
     head = matte & ~face & ~outline
     return {"face_box": face, "outline": outline & ~below, "outline_below": below, "head": head,
