@@ -40,6 +40,9 @@ def test_parts_are_disjoint_and_cover_the_face_box():
     # the outline is the band within 2 px of the matte's edge: its left edge runs along x = 8
     assert masks["outline"][20, 6:10].all() and not masks["outline"][20, 5] and not masks["outline"][20, 10]
     assert not masks["outline"][35, 20], "the frame's bottom edge is not an outline"
+    at_edge = region_masks(_matte(), {**BOXES, "face": (4, 4, 36, 40)}, band=2)
+    assert not at_edge["outline"][38:40, 12:28].any(), "where the head leaves the frame, its edge is no outline"
+    assert at_edge["outline"][38, 6:10].all(), "the head's side stays outline down to the frame's edge"
 
 
 def test_error_shares_and_the_outline_levelled_to_the_rest():
