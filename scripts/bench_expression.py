@@ -174,6 +174,8 @@ VARIANTS: Dict[str, List[str]] = {
     "face3": ["--pipeline.model.face-loss-weight", "3"],
     # Between the default's weight and face3's: does the face box gain while the real clip keeps its mouth?
     "face2": ["--pipeline.model.face-loss-weight", "2"],
+    # With face2: the mouth L1 twice as heavy too, so that the mouth keeps its weight against the face.
+    "mouth2": ["--pipeline.model.mouth-loss-weight", "2"],
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several
 (``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual``
