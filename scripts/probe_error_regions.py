@@ -94,8 +94,8 @@ def region_masks(matte: Bool[np.ndarray, "H W"], boxes: Dict[str, Box], band: in
 
 def frame_masks(matte: Bool[np.ndarray, "H W"], face_box: Box, band: int) -> Dict[str, np.ndarray]:
     """Disjoint masks covering the frame: the face box, then outside it the outline band above and beside the
-    box, the outline band below it (the neck's), the rest of the matte (the head beyond the face box) and the
-    background."""
+    box, the outline band below it (the neck's and, on video, the shoulders'), the rest of the matte (the head
+    beyond the face box) and the background."""
     face = _box_mask((matte.shape[0], matte.shape[1]), face_box)
     outline = outline_band(matte, band) & ~face
     below = outline & (np.arange(matte.shape[0])[:, None] >= face_box[3])
