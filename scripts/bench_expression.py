@@ -64,7 +64,7 @@ BASELINE: List[str] = [
     "--pipeline.model.sr-residual", "False", "--pipeline.model.plane-tv-weight", "0",
     "--pipeline.model.plane-tv-norm", "squared", "--pipeline.model.plane-tv-target", "triplane",
     "--pipeline.model.plane-tv-end-step", "None", "--pipeline.model.plane-tv-spare-mouth", "False",
-    "--pipeline.model.view-dependent", "True",
+    "--pipeline.model.view-dependent", "True", "--pipeline.model.mask-loss-weight", "0.1",
 ]
 """Where every variant starts: ``latentavatar-tiny`` with the paper's losses (without its LPIPS-VGG term,
 too costly on a CPU) and no static planes, which was its default before this benchmark. Spelled out,
@@ -179,7 +179,7 @@ VARIANTS: Dict[str, List[str]] = {
 }
 """Named option sets on top of ``BASELINE``; a ``+`` joins several
 (``static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual``
-``+plane_tv100x+tv_no_expression_planes+no_view_dir`` is ``latentavatar-tiny``'s default)."""
+``+plane_tv100x+tv_no_expression_planes+no_view_dir+face2+mask1`` is ``latentavatar-tiny``'s default)."""
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ class BenchExpression:
     variants: List[str] = field(default_factory=lambda: [
         "baseline",
         "static_planes+lpips_alex+region_losses+static_start500+expression_planes16+expression_res16+lr_decay+sr_residual"
-        "+plane_tv100x+tv_no_expression_planes+no_view_dir"])
+        "+plane_tv100x+tv_no_expression_planes+no_view_dir+face2+mask1"])
     """Which of VARIANTS to train (``a+b`` combines two); the first is the reference of every delta."""
     cases: List[str] = field(default_factory=lambda: ["detailed", "smooth"])
     """Which of CASES to train on."""

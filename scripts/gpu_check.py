@@ -437,6 +437,7 @@ def _variants(cpu: bool) -> Dict[str, Callable]:
         config = configs.tiny_config()
         model = config.pipeline.model
         model.face_loss_weight = model.mouth_loss_weight = model.eye_loss_weight = 0.0
+        model.mask_loss_weight = 0.1
         return config
 
     return {"paper": tiny_paper, "default": configs.tiny_config}
@@ -444,9 +445,9 @@ def _variants(cpu: bool) -> Dict[str, Callable]:
 
 # How each variant is asked for on the command line.
 _NO_REGIONS = ("--pipeline.model.face-loss-weight 0 --pipeline.model.mouth-loss-weight 0 "
-               "--pipeline.model.eye-loss-weight 0")
+               "--pipeline.model.eye-loss-weight 0 --pipeline.model.mask-loss-weight 0.1")
 HOW = {
-    False: {"paper": f"ns-train latentavatar --pipeline.model.sampler uniform {_NO_REGIONS}",
+    False: {"paper": f"ns-train latentavatar --pipeline.model.sampler uniform {_NO_REGIONS} --lr-final-factor 1",
             "default": "ns-train latentavatar"},
     True: {"paper": f"ns-train latentavatar-tiny {_NO_REGIONS}", "default": "ns-train latentavatar-tiny"},
 }

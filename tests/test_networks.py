@@ -245,10 +245,12 @@ def test_paper_config_numbers():
     tiny = tiny_config().pipeline.model
     assert tiny.static_planes and (tiny.lpips_loss_weight, tiny.lpips_loss_net) == (0.1, "alex")
     assert all(group["optimizer"].fused for group in cfg.optimizers.values())
-    # The region losses leave the architecture alone: latentavatar's default too, off in the paper's loss.
+    # The region losses (the face's twice) and the matte loss ten times the paper's leave the architecture
+    # alone: latentavatar's default too, the paper's weights in paper_config.
     assert (model.face_loss_weight, model.mouth_loss_weight, model.eye_loss_weight) == (0.0, 0.0, 0.0)
     for losses in (default_config().pipeline.model, tiny):
-        assert (losses.face_loss_weight, losses.mouth_loss_weight, losses.eye_loss_weight) == (1.0, 1.0, 1.0)
+        assert (losses.face_loss_weight, losses.mouth_loss_weight, losses.eye_loss_weight) == (2.0, 1.0, 1.0)
+        assert losses.mask_loss_weight == 1.0
     assert model.sampler == "uniform" and default_config().pipeline.model.sampler == "proposal"  # bench/sampling.json
     # The late fall of the learning rates leaves the networks alone: both methods' default, not the paper's.
     assert cfg.lr_final_factor == 1.0 and default_config().lr_final_factor == tiny_config().lr_final_factor == 0.1
