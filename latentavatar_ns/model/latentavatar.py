@@ -177,7 +177,9 @@ class LatentAvatarModelConfig(ModelConfig):
     low_res_loss_weight: float = 1.0
     """L1 on the rendered RGB against the area-downsampled image."""
     mask_loss_weight: float = 0.1
-    """MSE between the rendered accumulation and the matte."""
+    """MSE between the rendered accumulation and the matte (the paper's 0.1). It pins the outline of the head
+    and shoulders, which no code moves; a loss that weighs the face more draws that outline looser unless
+    this weight rises with it."""
     plane_tv_weight: float = 0.0
     """Weight of a total-variation penalty on each training image's tri-plane: the mean squared difference
     between neighbouring texels (K-Planes' regulariser; not in the paper). Texels fitted one by one, as the
