@@ -434,7 +434,10 @@ def test_code_reconstruction_trains_the_encoder_and_its_decoder_and_nothing_else
     assert "code_reconstruction_loss" not in plain.get_loss_dict(plain(cameras, batch), batch)
     # L1 to the crop, weighted like the region losses, times the option's weight.
     crops = batch["encoder_crop"].float()
-    weights = pixel_weights(crops.shape[-1], {"face": 1.0, "mouth": 1.0, "eyes": 1.0})
+    cfg = model.config
+    weights = pixel_weights(crops.shape[-1], {"face": cfg.face_loss_weight, "mouth": cfg.mouth_loss_weight,
+                                              "eyes": cfg.eye_loss_weight})
+    assert cfg.face_loss_weight == 2.0  # latentavatar-tiny's weights, not all 1: the crop loss follows them
     expected = 2.0 * ((outputs["crop_reconstruction"] - crops).abs() * weights).mean()
     assert torch.allclose(losses["code_reconstruction_loss"], expected)
     model.zero_grad()
