@@ -435,9 +435,9 @@ def test_code_reconstruction_trains_the_encoder_and_its_decoder_and_nothing_else
     # L1 to the crop, weighted like the region losses, times the option's weight.
     crops = batch["encoder_crop"].float()
     cfg = model.config
-    weights = pixel_weights(crops.shape[-1], {"face": cfg.face_loss_weight, "mouth": cfg.mouth_loss_weight,
-                                              "eyes": cfg.eye_loss_weight})
-    assert cfg.face_loss_weight == 2.0  # latentavatar-tiny's weights, not all 1: the crop loss follows them
+    # latentavatar-tiny's region weights by name; the crop loss follows them.
+    assert cfg.region_loss_weights == {"face": 2.0, "mouth": 1.0, "eyes": 1.0}
+    weights = pixel_weights(crops.shape[-1], cfg.region_loss_weights)
     expected = 2.0 * ((outputs["crop_reconstruction"] - crops).abs() * weights).mean()
     assert torch.allclose(losses["code_reconstruction_loss"], expected)
     model.zero_grad()

@@ -24,7 +24,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from latentavatar_ns.data.datamanager import LatentAvatarDataManagerConfig
 from latentavatar_ns.data.dataset import LatentAvatarDataset
-from latentavatar_ns.data.regions import REGIONS
 from latentavatar_ns.model.latentavatar import LatentAvatarModel, LatentAvatarModelConfig
 from latentavatar_ns.model.warm_start import fit_crop_autoencoder
 from latentavatar_ns.utils.distributed import (average_buffers, broadcast_state, check_ranks_agree, fingerprint,
@@ -167,7 +166,7 @@ class LatentAvatarPipeline(VanillaPipeline):
         images = _first_image_of_each_code(dataset)
         images = [images[int(i)] for i in torch.linspace(0, len(images) - 1, min(max_frames, len(images))).round()]
         crops = torch.stack([dataset.get_data(i)["encoder_crop"] for i in images])
-        weights = dict(zip(REGIONS, (cfg.face_loss_weight, cfg.mouth_loss_weight, cfg.eye_loss_weight)))
+        weights = cfg.region_loss_weights
         steps = cfg.encoder_warm_start_steps
         with Progress(TextColumn("Encoder warm start"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       TextColumn("{task.fields[loss]}"), console=CONSOLE, transient=True) as progress:

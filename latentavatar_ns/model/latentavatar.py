@@ -231,6 +231,11 @@ class LatentAvatarModelConfig(ModelConfig):
     eval_lpips: bool = True
     """Report LPIPS in eval when the weights are present."""
 
+    @property
+    def region_loss_weights(self) -> Dict[str, float]:
+        """The face, mouth and eye loss weights by region name (``REGIONS``), as the region losses read them."""
+        return dict(zip(REGIONS, (self.face_loss_weight, self.mouth_loss_weight, self.eye_loss_weight)))
+
 
 class LatentAvatarModel(Model):
     config: LatentAvatarModelConfig
@@ -595,7 +600,7 @@ class LatentAvatarModel(Model):
             "low_res_loss": cfg.low_res_loss_weight * (outputs["rgb_low"] - image_low).abs().mean(),
             "mask_loss": cfg.mask_loss_weight * F.mse_loss(outputs["accumulation_low"], mask_low),
         }
-        weights = dict(zip(REGIONS, (cfg.face_loss_weight, cfg.mouth_loss_weight, cfg.eye_loss_weight)))
+        weights = cfg.region_loss_weights
         losses.update(region_losses(outputs, batch, image, image_low, weights,
                                     self.low_res_size(*batch["image"].shape[-3:-1]), cfg.sr_scale))
         if "crop_reconstruction" in outputs:
