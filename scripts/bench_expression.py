@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -84,6 +85,7 @@ VARIANTS: Dict[str, List[str]] = {
     # Patch-wise training: a 32^2 window of the low-res grid per step (with sr2, as many rays as the default).
     "patch32": ["--pipeline.model.train-patch-size", "32"],
     "pose_refinement": ["--pipeline.model.pose-refinement", "True"],
+    "pose_centred": ["--pipeline.model.pose-refinement-centred", "True"],
     # Learning rates per part: the encoder (and its mapping) three times faster, so that codes separate
     # expressions before the static planes settle on an average; or the static planes at the networks'
     # rate instead of ten times it, so that the code-driven generator has to carry more of the detail.
@@ -196,6 +198,11 @@ class Case:
     nod stores them (the real clip's pitch follows its lip gap); images, crops and held-out poses exact."""
     real: bool = False
     """The real sample clip (processed with ns-latentavatar-process) instead of a synthetic head."""
+    num_frames: Optional[int] = None
+    """Frames of this case's video; None takes ``--num-frames``."""
+    heldout_of: Optional[str] = None
+    """Another case of the same head whose held-out frames replace this one's, so that two training videos
+    are scored on the same frames."""
 
 
 CASES: Dict[str, Case] = {
@@ -206,6 +213,8 @@ CASES: Dict[str, Case] = {
     "detailed_pose_noise": Case(identity=1, detail=True, pose_noise=True),
     "detailed_pose_mouth": Case(identity=1, detail=True, pose_follows_mouth=True),
     "real_clip": Case(real=True),
+    "demo": Case(identity=0, detail=True, num_frames=120),
+    "demo_300": Case(identity=0, detail=True, num_frames=300, heldout_of="demo"),
 }
 
 JITTER_DEG, JITTER_CANONICAL = 1.5, 0.04
@@ -308,8 +317,11 @@ def _make_case(name: str, case: Case, cfg: BenchExpression, work: Path) -> Path:
         process(ProcessConfig(input=asset_path("single_face.mp4"), output_dir=data, resolution=cfg.resolution,
                               eval_fraction=0.15))
         return data
-    make_dataset(data, identity=case.identity, num_frames=cfg.num_frames, resolution=cfg.resolution,
-                 eval_fraction=0.15, seed=case.seed, detail=case.detail, overwrite=True)
+    make_dataset(data, identity=case.identity, num_frames=case.num_frames or cfg.num_frames,
+                 resolution=cfg.resolution, eval_fraction=0.15, seed=case.seed, detail=case.detail, overwrite=True)
+    if case.heldout_of is not None:
+        shutil.rmtree(data / "eval")
+        shutil.copytree(_make_case(case.heldout_of, CASES[case.heldout_of], cfg, work) / "eval", data / "eval")
     if case.pose_noise:
         _perturb_poses(data, case.seed)
     if case.pose_follows_mouth:

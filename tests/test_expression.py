@@ -506,6 +506,23 @@ def test_pose_refinement_moves_the_head_about_its_origin(synthetic_dataset: Path
         assert torch.equal(before, model.get_outputs_for_camera(camera, batch=item)["rgb"])
 
 
+def test_centred_pose_refinement_ignores_a_motion_shared_by_every_frame(synthetic_dataset: Path, tmp_path: Path):
+    cameras = tiny_trainer(synthetic_dataset, tmp_path).pipeline.datamanager.train_dataset.cameras[:3]
+    idx = torch.arange(3)
+    centred, free = HeadPoseRefinement(3, centred=True), HeadPoseRefinement(3)
+    with torch.no_grad():
+        for refine in (centred, free):
+            refine.correction[:] = torch.tensor([0.05, -0.02, 0.0, 0.1, 0.2, 0.0])  # every frame alike
+    assert torch.allclose(centred(cameras, idx).camera_to_worlds, cameras.camera_to_worlds, atol=1e-6)
+    assert float(centred.regularizer(idx)) < 1e-12
+    assert not torch.allclose(free(cameras, idx).camera_to_worlds, cameras.camera_to_worlds, atol=1e-3)
+    with torch.no_grad():  # one frame moved against the others still moves, by its offset from their mean
+        centred.correction[1, 4] += 0.3
+    moved = centred(cameras, idx).camera_to_worlds
+    assert not torch.allclose(moved[1], cameras.camera_to_worlds[1], atol=1e-3)
+    assert not torch.allclose(moved[0], cameras.camera_to_worlds[0], atol=1e-3)  # the mean moved by 0.1 rad
+
+
 def _face_square_boxes(pipeline):
     from latentavatar_ns.data.regions import face_square_regions
 

@@ -150,6 +150,10 @@ class LatentAvatarModelConfig(ModelConfig):
     their stored poses."""
     pose_refinement_weight: float = 1.0
     """Penalty on the squared size of the pose corrections (translation in canonical units, rotation in radians)."""
+    pose_refinement_centred: bool = False
+    """Remove the corrections' mean over the training images, so that they move frames only against one another.
+    Free corrections can also move every frame alike, against which the avatar moves the other way: its head
+    then sits off the stored poses, and held-out frames seen from those poses miss it."""
     density_noise_std: float = 0.1
     """Noise on raw density in training (discourages semi-transparent fog)."""
     sr_scale: int = 4
@@ -281,7 +285,8 @@ class LatentAvatarModel(Model):
         self.renderer = VolumeRenderer(self.scene_box, make_sampler(cfg, self.scene_box.aabb))
         self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale,
                                         style_dim=cfg.theta_dim if cfg.code_to_sr else 0, residual=cfg.sr_residual)
-        self.pose_refinement = HeadPoseRefinement(self.num_train_data) if cfg.pose_refinement else None
+        self.pose_refinement = HeadPoseRefinement(self.num_train_data, cfg.pose_refinement_centred) \
+            if cfg.pose_refinement else None
         self.crop_decoder = CropDecoder(cfg.code_dim, cfg.encoder_crop_size) \
             if cfg.code_reconstruction_weight > 0 else None
         background = metadata.get("background_color", torch.ones(3))

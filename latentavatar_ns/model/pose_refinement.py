@@ -24,15 +24,23 @@ class HeadPoseRefinement(nn.Module):
 
     The correction rotates a frame's camera about the canonical origin (the head) and shifts it, which
     is the same as moving the head the other way: the camera stays where it is in the frame's video.
+    ``centred`` removes the corrections' mean before use, so that they only move frames against one
+    another: a motion shared by every frame is the avatar's own placement, which the stored poses fix.
     """
 
-    def __init__(self, num_images: int):
+    def __init__(self, num_images: int, centred: bool = False):
         super().__init__()
         self.correction = nn.Parameter(torch.zeros(num_images, 6))
+        self.centred = centred
+
+    def corrections(self, image_idx: Int[Tensor, " B"]) -> Float[Tensor, "B 6"]:
+        """The corrections in use for these images (less the mean over all images when ``centred``)."""
+        picked = self.correction[image_idx.to(self.correction.device)]
+        return picked - self.correction.mean(dim=0) if self.centred else picked
 
     def forward(self, cameras: Cameras, image_idx: Int[Tensor, " B"]) -> Cameras:
         """A copy of the (canonical-space) training cameras with their images' corrections applied."""
-        motion = exp_map_SO3xR3(self.correction[image_idx.to(self.correction.device)]).to(cameras.camera_to_worlds)
+        motion = exp_map_SO3xR3(self.corrections(image_idx)).to(cameras.camera_to_worlds)
         c2w = cameras.camera_to_worlds  # (B, 3, 4)
         rotation, translation = motion[:, :, :3], motion[:, :, 3:]
         refined = torch.cat([rotation @ c2w[:, :, :3], rotation @ c2w[:, :, 3:] + translation], dim=-1)
@@ -42,7 +50,7 @@ class HeadPoseRefinement(nn.Module):
 
     def regularizer(self, image_idx: Int[Tensor, " B"]) -> Tensor:
         """Mean squared size of the corrections in use: keeps frames without error where the tracker put them."""
-        return self.correction[image_idx.to(self.correction.device)].pow(2).sum(dim=-1).mean()
+        return self.corrections(image_idx).pow(2).sum(dim=-1).mean()
 
 
 def fit_head_pose(render: Callable[[Cameras], Dict[str, Tensor]], cameras: Cameras,
