@@ -149,7 +149,9 @@ class LatentAvatarModelConfig(ModelConfig):
     explained by the pose rather than absorbed by the expression code. Held-out and driving frames keep
     their stored poses."""
     pose_refinement_weight: float = 1.0
-    """Penalty on the squared size of the pose corrections (translation in canonical units, rotation in radians)."""
+    """Penalty on the squared size of the pose corrections (translation in canonical units, rotation in radians).
+    A heavier one keeps frames without error where the tracker put them, but leaves more of the error to the
+    expression code."""
     pose_refinement_centred: bool = False
     """Remove the corrections' mean over the training images, so that they move frames only against one another.
     Free corrections can also move every frame alike, against which the avatar moves the other way: its head
