@@ -43,6 +43,7 @@ from PIL import Image
 from latentavatar_ns.data.face_crop import crop_affine_from_pose
 from latentavatar_ns.data.format import FrameParams, list_frames, load_params, read_camera, save_params
 from latentavatar_ns.demo.steps import train_command
+from latentavatar_ns.demo.synthetic import DEMO_IDENTITY, DemoConfig
 from latentavatar_ns.evaluation.metrics import face_box
 from latentavatar_ns.evaluation.expressiveness import (
     RegionScorer,
@@ -215,8 +216,11 @@ CASES: Dict[str, Case] = {
     "detailed_pose_noise": Case(identity=1, detail=True, pose_noise=True),
     "detailed_pose_mouth": Case(identity=1, detail=True, pose_follows_mouth=True),
     "real_clip": Case(real=True),
-    "demo": Case(identity=0, detail=True, num_frames=120),
-    "demo_300": Case(identity=0, detail=True, num_frames=300, heldout_of="demo"),
+    # The demo's own video (ns-latentavatar-demo's defaults), and a longer one of the same head.
+    "demo": Case(identity=DEMO_IDENTITY, detail=DemoConfig.detail, seed=DemoConfig.seed,
+                 num_frames=DemoConfig.num_frames),
+    "demo_300": Case(identity=DEMO_IDENTITY, detail=DemoConfig.detail, seed=DemoConfig.seed, num_frames=300,
+                     heldout_of="demo"),
 }
 
 JITTER_DEG, JITTER_CANONICAL = 1.5, 0.04

@@ -12,6 +12,10 @@ from typing import Dict, Tuple
 from latentavatar_ns.demo.steps import fresh_output_dir, render_results, train
 
 
+DEMO_IDENTITY = 0
+"""The synthetic identity the demo's head is made of."""
+
+
 @dataclass
 class DemoConfig:
     """Make a synthetic dataset, train the tiny avatar with ns-train, render a turntable and a held-out comparison."""
@@ -43,7 +47,7 @@ def run_demo(cfg: DemoConfig) -> Tuple[Dict, Path]:
     out = cfg.output_dir
     fresh_output_dir(out, cfg.overwrite)
     start = time.time()
-    data = make_dataset(out / "data", identity=0, num_frames=cfg.num_frames, resolution=cfg.resolution,
+    data = make_dataset(out / "data", identity=DEMO_IDENTITY, num_frames=cfg.num_frames, resolution=cfg.resolution,
                         eval_fraction=0.15, seed=cfg.seed, detail=cfg.detail)
     config_path = train(data, out / "runs", cfg.iterations, cfg.device)
     results = {"heldout": render_results(config_path, out), "iterations": cfg.iterations,
