@@ -89,6 +89,8 @@ VARIANTS: Dict[str, List[str]] = {
     "pose_centred": ["--pipeline.model.pose-refinement-centred", "True"],
     "pose_weight10": ["--pipeline.model.pose-refinement-weight", "10"],
     "pose_weight01": ["--pipeline.model.pose-refinement-weight", "0.1"],
+    "pose_outside_face": ["--pipeline.model.pose-refinement-from", "outside_face"],
+    "pose_outside_parts": ["--pipeline.model.pose-refinement-from", "outside_parts"],
     # Learning rates per part: the encoder (and its mapping) three times faster, so that codes separate
     # expressions before the static planes settle on an average; or the static planes at the networks'
     # rate instead of ten times it, so that the code-driven generator has to carry more of the detail.

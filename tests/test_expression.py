@@ -17,7 +17,8 @@ from latentavatar_ns.model.generator import TriplaneGenerator
 from latentavatar_ns.model.losses import as_float_image, mirror_opacity_gap, plane_total_variation, region_losses
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
 from latentavatar_ns.model.superres import SuperResolution
-from latentavatar_ns.data.regions import REGIONS, box_masks, canonical_region_box, masked_l1, pixel_box
+from latentavatar_ns.data.regions import (REGIONS, box_masks, canonical_region_box, masked_l1, pixel_box,
+                                         union_mask)
 from latentavatar_ns.utils.errors import ConfigError
 
 
@@ -521,6 +522,32 @@ def test_centred_pose_refinement_ignores_a_motion_shared_by_every_frame(syntheti
     moved = centred(cameras, idx).camera_to_worlds
     assert not torch.allclose(moved[1], cameras.camera_to_worlds[1], atol=1e-3)
     assert not torch.allclose(moved[0], cameras.camera_to_worlds[0], atol=1e-3)  # the mean moved by 0.1 rad
+
+
+@pytest.mark.parametrize("parts", ["outside_face", "outside_parts"])
+def test_pose_corrections_learn_only_from_pixels_outside_the_expression(synthetic_dataset: Path, tmp_path: Path,
+                                                                       parts: str):
+    trainer = tiny_trainer(synthetic_dataset, tmp_path, pose_refinement=True, pose_refinement_from=parts)
+    model, datamanager = trainer.pipeline.model, trainer.pipeline.datamanager
+    cams, batch = datamanager.next_train(0)
+    used = batch["image_idx"].reshape(-1)
+    boxes = model.pose_detached_boxes(batch)
+    face = batch["region_boxes"].reshape(-1, len(REGIONS), 4)[:, 0]
+    assert boxes is not None and bool((boxes[..., 3].amax(dim=1) > face[:, 3]).all())  # down to an open jaw's chin
+
+    def pull_on_the_pose(inside: bool):
+        model.zero_grad()
+        low = model(cams, batch)["rgb_low"]  # (B, h, w, 3), one low-res pixel per ray
+        expression = union_mask(boxes, *low.shape[1:3])
+        assert 0 < int(expression.sum()) < expression.numel()
+        (low * (expression if inside else ~expression)[..., None]).sum().backward()
+        return model.pose_refinement.correction.grad[used].abs().sum(dim=-1)
+
+    assert bool((pull_on_the_pose(inside=True) == 0).all())
+    assert bool((pull_on_the_pose(inside=False) > 0).all())
+    model.config.pose_refinement_from = "frame"  # every pixel moves the pose: the same boxes now pull on it
+    assert model.pose_detached_boxes(batch) is None
+    assert bool((pull_on_the_pose(inside=True) > 0).all())
 
 
 def _face_square_boxes(pipeline):

@@ -12,7 +12,7 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from latentavatar_ns.data.face_crop import DEFAULT_FACE_CENTER, DEFAULT_FACE_HALF_SIZE
@@ -82,6 +82,34 @@ def box_masks(boxes: Float[Tensor, "B 4"], height: int, width: int) -> Float[Ten
     inside_y = (ys[None] >= boxes[:, 1:2]) & (ys[None] < boxes[:, 3:4])  # (B, H)
     inside_x = (xs[None] >= boxes[:, 0:1]) & (xs[None] < boxes[:, 2:3])  # (B, W)
     return (inside_y[:, :, None] & inside_x[:, None, :]).float()[..., None]
+
+
+EXPRESSION_MARGIN = 0.1
+"""How far past the face square an expression reaches, in fractions of the square's side: raised brows
+above it, the chin of an open jaw below it."""
+
+
+def expression_boxes(boxes: Float[Tensor, "B 3 4"], parts: str) -> Float[Tensor, "B K 4"]:
+    """Boxes (fractions of the frame) of what an expression moves, from a frame's ``REGIONS`` boxes.
+
+    ``face``: the face square grown by ``EXPRESSION_MARGIN`` above and below. ``parts``: the eye band grown
+    up to the brows and the mouth box grown down to the chin, leaving the nose, cheeks and forehead out.
+    """
+    face, mouth, eyes = (boxes[:, REGIONS.index(name)] for name in ("face", "mouth", "eyes"))
+    reach = EXPRESSION_MARGIN * (face[:, 3] - face[:, 1])
+    top, bottom = face[:, 1] - reach, face[:, 3] + reach
+    if parts == "face":
+        return torch.stack([face[:, 0], top, face[:, 2], bottom], dim=-1)[:, None]
+    if parts == "parts":
+        brows = torch.stack([eyes[:, 0], top, eyes[:, 2], eyes[:, 3]], dim=-1)
+        jaw = torch.stack([mouth[:, 0], mouth[:, 1], mouth[:, 2], bottom], dim=-1)
+        return torch.stack([brows, jaw], dim=1)
+    raise ValueError(f"expression_boxes: parts must be 'face' or 'parts', not {parts!r}")
+
+
+def union_mask(boxes: Float[Tensor, "B K 4"], height: int, width: int) -> Bool[Tensor, "B H W"]:
+    """True inside any of each image's boxes (pixel centres), at the given resolution."""
+    return torch.stack([box_masks(boxes[:, k], height, width)[..., 0] for k in range(boxes.shape[1])]).amax(0) > 0
 
 
 def square_region_masks(size: int) -> Float[Tensor, "R S S"]:

@@ -28,7 +28,7 @@ from latentavatar_ns.model.losses import (as_float_image, crop_reconstruction_lo
                                          plane_total_variation, region_crops, region_losses, targets)
 from latentavatar_ns.model.lpips import load_lpips
 from latentavatar_ns.model.pose_refinement import HeadPoseRefinement
-from latentavatar_ns.data.regions import REGIONS, canonical_region_box
+from latentavatar_ns.data.regions import REGIONS, canonical_region_box, expression_boxes, union_mask
 from latentavatar_ns.model.rendering import VolumeRenderer, cropped_cameras, resized_cameras
 from latentavatar_ns.model.sampling import make_sampler
 from latentavatar_ns.model.superres import SuperResolution
@@ -156,6 +156,13 @@ class LatentAvatarModelConfig(ModelConfig):
     """Remove the corrections' mean over the training images, so that they move frames only against one another.
     Free corrections can also move every frame alike, against which the avatar moves the other way: its head
     then sits off the stored poses, and held-out frames seen from those poses miss it."""
+    pose_refinement_from: Literal["frame", "outside_face", "outside_parts"] = "frame"
+    """Which pixels' error moves the pose corrections. A mouth that opens or brows that rise can also be
+    explained by moving the head (a nod), and free corrections take that share, which a head rendered from
+    its stored pose then lacks. ``outside_face`` leaves out the face square (grown to the raised brows and
+    the open jaw's chin): only the skull, hair, ears and outline place the head, as a tracker that reads
+    rigid landmarks does. ``outside_parts`` leaves out only the eyes with the brows and the mouth with the
+    chin, keeping the nose, cheeks and forehead. Either way those pixels still train the avatar."""
     density_noise_std: float = 0.1
     """Noise on raw density in training (discourages semi-transparent fog)."""
     sr_scale: int = 4
@@ -454,7 +461,7 @@ class LatentAvatarModel(Model):
             if self.pose_refinement is not None and batch is not None and "image_idx" in batch:
                 cameras = self.pose_refinement(cameras, torch.as_tensor(batch["image_idx"]).reshape(-1))
             window = self.training_window(cameras) if batch is not None and "image" in batch else None
-            out = self.render_code(code, cameras, window)
+            out = self.render_code(code, cameras, window, self.pose_detached_boxes(batch))
             if self.crop_decoder is not None:
                 out["crop_reconstruction"] = self.crop_decoder(code)
             return out
@@ -475,6 +482,14 @@ class LatentAvatarModel(Model):
         code = source.code_for(cameras, self.code_table) if source is not None else None
         return self.code_table.lookup(cameras) if code is None else code
 
+    def pose_detached_boxes(self, batch: Optional[Dict]) -> Optional[Float[Tensor, "B K 4"]]:
+        """Boxes (fractions of the frame) whose pixels do not move the pose corrections (``pose_refinement_from``)."""
+        parts = self.config.pose_refinement_from
+        if self.pose_refinement is None or parts == "frame" or batch is None or "region_boxes" not in batch:
+            return None
+        boxes = batch["region_boxes"].to(self.device).float().reshape(-1, len(REGIONS), 4)
+        return expression_boxes(boxes, parts.removeprefix("outside_"))
+
     def low_res_size(self, height: int, width: int) -> Tuple[int, int]:
         scale = self.config.sr_scale
         return max(2 * round(height / scale / 2), 2), max(2 * round(width / scale / 2), 2)
@@ -491,12 +506,13 @@ class LatentAvatarModel(Model):
         return top, left, size
 
     def render_code(self, code: Float[Tensor, "B D"], cameras: Cameras,
-                    window: Optional[Tuple[int, int, int]] = None) -> Dict[str, Tensor]:
+                    window: Optional[Tuple[int, int, int]] = None,
+                    pose_detached: Optional[Float[Tensor, "B K 4"]] = None) -> Dict[str, Tensor]:
         """``render`` of the tri-plane and theta of expression codes."""
         theta = self.mapping(code)
         penalised = self.training and self.config.plane_tv_weight > 0 and self.plane_tv_on
         planes, offset = self.generator.planes_and_offset(theta) if penalised else (self.planes_from_theta(theta), None)
-        out = self.render(planes, cameras, window, theta)
+        out = self.render(planes, cameras, window, theta, pose_detached)
         if penalised:
             smoothed, index = self.smoothed_planes(planes, offset)
             spared = self.mouth_texels(planes.shape[-1])[index] if self.config.plane_tv_spare_mouth else None
@@ -542,13 +558,15 @@ class LatentAvatarModel(Model):
 
     def render(self, planes: Float[Tensor, "B 3 C R R"], cameras: Cameras,
                window: Optional[Tuple[int, int, int]] = None,
-               theta: Optional[Float[Tensor, "B T"]] = None) -> Dict[str, Tensor]:
+               theta: Optional[Float[Tensor, "B T"]] = None,
+               pose_detached: Optional[Float[Tensor, "B K 4"]] = None) -> Dict[str, Tensor]:
         """Volume-render the low-res feature map, then super-resolve to the camera's resolution.
 
         With a ``window`` (top, left, size in low-res pixels) only that patch is rendered and
         super-resolved; the outputs carry it as ``window`` so the losses crop their targets to match.
         ``theta``, the person-specific code the planes were made from, is needed when the
-        super-resolution head is steered by it (``code_to_sr``) and ignored otherwise.
+        super-resolution head is steered by it (``code_to_sr``) and ignored otherwise. Rays inside the
+        ``pose_detached`` boxes (fractions of the frame) do not pass gradient to the cameras' poses.
         """
         if self.config.code_to_sr and theta is None:
             raise ValueError("this avatar's super-resolution is steered by theta (code_to_sr): "
@@ -556,12 +574,14 @@ class LatentAvatarModel(Model):
         height, width = int(cameras.height[0]), int(cameras.width[0])
         low_h, low_w = self.low_res_size(height, width)
         low_cams = resized_cameras(cameras, low_h, low_w)
+        detached = None if pose_detached is None else union_mask(pose_detached, low_h, low_w)
         if window is not None:
             top, left, size = window
             low_cams = cropped_cameras(low_cams, top, left, size)
             height = width = size * self.config.sr_scale
+            detached = None if detached is None else detached[:, top:top + size, left:left + size]
         out = self.renderer(self.field, planes, low_cams, self.background,
-                            self.config.density_noise_std if self.training else 0.0)
+                            self.config.density_noise_std if self.training else 0.0, detached)
         rgb = self.superres(out["features"], theta if self.config.code_to_sr else None)
         if rgb.shape[-2:] != (height, width):
             rgb = F.interpolate(rgb, size=(height, width), mode="bilinear", align_corners=False)

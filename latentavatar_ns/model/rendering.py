@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import copy
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.model_components.scene_colliders import AABBBoxCollider
@@ -18,12 +18,22 @@ from latentavatar_ns.model.field import TriplaneField
 from latentavatar_ns.model.sampling import RaySampler, Samples
 
 
-def camera_rays(cameras: Cameras) -> RayBundle:
-    """Rays of every pixel of every camera, flattened to (B*H*W,) in camera-major order."""
+def camera_rays(cameras: Cameras, pose_detached: Optional[Bool[Tensor, "B H W"]] = None) -> RayBundle:
+    """Rays of every pixel of every camera, flattened to (B*H*W,) in camera-major order.
+
+    Pixels set in ``pose_detached`` get the same rays with the cameras' gradient cut: their error then
+    trains what they see but not where the camera stands (``pose_refinement_from``).
+    """
     bundles = [cameras[i : i + 1].generate_rays(camera_indices=0, keep_shape=True) for i in range(cameras.shape[0])]
+    origins = torch.cat([b.origins.reshape(-1, 3) for b in bundles])
+    directions = torch.cat([b.directions.reshape(-1, 3) for b in bundles])
+    if pose_detached is not None:
+        cut = pose_detached.reshape(-1, 1).to(origins.device)
+        origins = torch.where(cut, origins.detach(), origins)
+        directions = torch.where(cut, directions.detach(), directions)
     return RayBundle(
-        origins=torch.cat([b.origins.reshape(-1, 3) for b in bundles]),
-        directions=torch.cat([b.directions.reshape(-1, 3) for b in bundles]),
+        origins=origins,
+        directions=directions,
         pixel_area=torch.cat([b.pixel_area.reshape(-1, 1) for b in bundles]),
         camera_indices=torch.cat([torch.full_like(b.pixel_area.reshape(-1, 1), i, dtype=torch.long)
                                   for i, b in enumerate(bundles)]),
@@ -103,9 +113,10 @@ class VolumeRenderer(nn.Module):
         feats = torch.cat(features, dim=2).reshape(n, s, -1)
         return density, feats, evaluated
 
-    def weights(self, field: TriplaneField, planes: Tensor, cameras: Cameras, density_noise: float = 0.0):
+    def weights(self, field: TriplaneField, planes: Tensor, cameras: Cameras, density_noise: float = 0.0,
+                pose_detached: Optional[Bool[Tensor, "B H W"]] = None):
         """Samples of every pixel's ray, their compositing weights (rays, S, 1), features and evaluation count."""
-        samples = self.sample(camera_rays(cameras))
+        samples = self.sample(camera_rays(cameras, pose_detached))
         density, feats, evaluated = self._evaluate(field, planes, samples, density_noise, planes.shape[0])
         return samples, samples.ray_samples.get_weights(density), feats, evaluated
 
@@ -116,10 +127,11 @@ class VolumeRenderer(nn.Module):
         cameras: Cameras,
         background: Float[Tensor, "3"],
         density_noise: float = 0.0,
+        pose_detached: Optional[Bool[Tensor, "B H W"]] = None,
     ) -> Dict[str, Tensor]:
         b = planes.shape[0]
         h, w = int(cameras.height[0]), int(cameras.width[0])
-        samples, weights, feats, evaluated = self.weights(field, planes, cameras, density_noise)
+        samples, weights, feats, evaluated = self.weights(field, planes, cameras, density_noise, pose_detached)
         acc = weights.sum(dim=1)  # (BHW, 1)
         feature_map = (weights * feats).sum(dim=1)
         rgb = feature_map[:, :3] + (1.0 - acc) * background.to(feature_map)
