@@ -452,6 +452,8 @@ def _score_pipeline(pipeline, data: Path, cfg: BenchExpression, scorer: RegionSc
         codes = encoded_codes(pipeline, "train", range(n_train))
         result["probe_r2"] = {name: {key: float(v) for key, v in zip(keys, linear_probe(features, truth))}
                               for name, features in (("pose", poses), ("pose_and_code", np.c_[poses, codes]))}
+    if pipeline.model.pose_refinement is not None:
+        result["pose_corrections"] = _pose_correction_scores(pipeline.model.pose_refinement, data)
     rare = _rare_eval_frames(data)
     if rare:
         rows = [f for f in held["frames"] if f["index"] in rare]
@@ -466,6 +468,25 @@ def _score_pipeline(pipeline, data: Path, cfg: BenchExpression, scorer: RegionSc
     for split in ("train", "heldout", "heldout_fitted_pose"):
         result.get(split, {}).pop("frames", None)
     return result
+
+
+def _pose_correction_scores(refinement, data: Path) -> Dict:
+    """What the learned pose corrections of ``--pipeline.model.pose-refinement`` hold: their mean size, and how
+    much of each ground-truth expression parameter (synthetic heads) and of each component of the stored
+    poses' error (``pose_noise`` cases) a linear map reads from them (``linear_probe``). Corrections that
+    read an expression have taken a share of it from the code."""
+    c = refinement.corrections(torch.arange(len(refinement.correction))).detach().cpu().double().numpy()
+    out: Dict = {"rotation_deg": float(np.degrees(np.linalg.norm(c[:, 3:], axis=1)).mean()),
+                 "translation_canonical": float(np.linalg.norm(c[:, :3], axis=1).mean())}
+    truth = _expressions(data, "train")
+    if truth is not None:
+        keys = json.loads((data / "synth.json").read_text())["expression_keys"]
+        out["expression_r2"] = {key: float(v) for key, v in zip(keys, linear_probe(c, truth))}
+    params = [load_params(f.params) for f in list_frames(data / "train")]
+    if all("true_pose" in p.extra for p in params):
+        error = np.stack([p.pose - np.asarray(p.extra["true_pose"]).reshape(6) for p in params])
+        out["stored_error_r2"] = [float(v) for v in linear_probe(c, error)]
+    return out
 
 
 def _summary(results: Dict, reference: str) -> Dict:
@@ -484,6 +505,7 @@ def _summary(results: Dict, reference: str) -> Dict:
                 "heldout_silhouette_iou": h["silhouette_iou"],
                 "code_over_pose": r["code_spread"]["code_over_pose"],
                 **({"probe_r2": r["probe_r2"]} if "probe_r2" in r else {}),
+                **({"pose_corrections": r["pose_corrections"]} if "pose_corrections" in r else {}),
                 "train_seconds": r["train_seconds"],
             }
             if "heldout_fitted_pose" in r:
