@@ -524,6 +524,27 @@ def test_centred_pose_refinement_ignores_a_motion_shared_by_every_frame(syntheti
     assert not torch.allclose(moved[0], cameras.camera_to_worlds[0], atol=1e-3)  # the mean moved by 0.1 rad
 
 
+def test_pose_corrections_kept_apart_from_the_codes_main_directions():
+    torch.manual_seed(0)
+    n = 40
+    jaw = torch.linspace(-1.0, 1.0, n)[torch.randperm(n)]  # one expression, seen by the codes' first direction
+    codes = jaw[:, None] * torch.randn(1, 16) + 0.01 * torch.randn(n, 16)
+    refine = HeadPoseRefinement(n, code_directions=1)
+    every = torch.arange(n)
+    assert torch.equal(refine.excluded, torch.zeros(n, 1))
+    refine.exclude_codes(torch.zeros(n, 16))  # codes all alike: nothing to keep apart from
+    assert torch.equal(refine.excluded, torch.zeros(n, 1))
+    refine.exclude_codes(codes)
+    noise = torch.randn(n)
+    with torch.no_grad():
+        refine.correction[:, 4] = 0.1 * jaw  # a nod in step with the expression
+        refine.correction[:, 0] = 0.1 * (noise - (noise @ jaw) / (jaw @ jaw) * jaw)  # error apart from it
+    used = refine.corrections(every)
+    assert float(used[:, 4].abs().max()) < 0.02 * 0.1  # what is left is the codes' own noise
+    assert torch.allclose(used[:, 0], refine.correction[:, 0], atol=2e-3)
+    assert float(refine.regularizer(every)) < float(refine.correction.pow(2).sum(-1).mean())
+
+
 @pytest.mark.parametrize("parts", ["outside_face", "outside_parts"])
 def test_pose_corrections_learn_only_from_pixels_outside_the_expression(synthetic_dataset: Path, tmp_path: Path,
                                                                        parts: str):

@@ -156,6 +156,12 @@ class LatentAvatarModelConfig(ModelConfig):
     """Remove the corrections' mean over the training images, so that they move frames only against one another.
     Free corrections can also move every frame alike, against which the avatar moves the other way: its head
     then sits off the stored poses, and held-out frames seen from those poses miss it."""
+    pose_refinement_code_directions: int = 0
+    """Keep the corrections, over the training images, orthogonal to this many main directions of the
+    images' expression codes (0: free). A mouth that opens or brows that rise can also be drawn as a nod,
+    and free corrections take that share; one that rises and falls with the code is removed, while
+    tracker error, which does not follow the expression, stays. Each direction also removes a share
+    (direction count / images) of the error's own frame-to-frame variance."""
     pose_refinement_from: Literal["frame", "outside_face", "outside_parts"] = "frame"
     """Which pixels' error moves the pose corrections. A mouth that opens or brows that rise can also be
     explained by moving the head (a nod), and free corrections take that share, which a head rendered from
@@ -294,8 +300,8 @@ class LatentAvatarModel(Model):
         self.renderer = VolumeRenderer(self.scene_box, make_sampler(cfg, self.scene_box.aabb))
         self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale,
                                         style_dim=cfg.theta_dim if cfg.code_to_sr else 0, residual=cfg.sr_residual)
-        self.pose_refinement = HeadPoseRefinement(self.num_train_data, cfg.pose_refinement_centred) \
-            if cfg.pose_refinement else None
+        self.pose_refinement = HeadPoseRefinement(self.num_train_data, cfg.pose_refinement_centred,
+                                                  cfg.pose_refinement_code_directions) if cfg.pose_refinement else None
         self.crop_decoder = CropDecoder(cfg.code_dim, cfg.encoder_crop_size) \
             if cfg.code_reconstruction_weight > 0 else None
         background = metadata.get("background_color", torch.ones(3))
@@ -459,6 +465,7 @@ class LatentAvatarModel(Model):
             if self.config.code_noise_std > 0:
                 code = code + torch.randn_like(code) * self.config.code_noise_std * self.code_table.spread()
             if self.pose_refinement is not None and batch is not None and "image_idx" in batch:
+                self.pose_refinement.exclude_codes(self.frame_codes[self.train_image_codes])
                 cameras = self.pose_refinement(cameras, torch.as_tensor(batch["image_idx"]).reshape(-1))
             window = self.training_window(cameras) if batch is not None and "image" in batch else None
             out = self.render_code(code, cameras, window, self.pose_detached_boxes(batch))

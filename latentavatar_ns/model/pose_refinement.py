@@ -26,17 +26,40 @@ class HeadPoseRefinement(nn.Module):
     is the same as moving the head the other way: the camera stays where it is in the frame's video.
     ``centred`` removes the corrections' mean before use, so that they only move frames against one
     another: a motion shared by every frame is the avatar's own placement, which the stored poses fix.
+    ``code_directions`` keeps the corrections, taken over the images, orthogonal to that many main
+    directions of the images' expression codes (``exclude_codes``): a correction that rises and falls
+    with an expression is that expression drawn as a head motion, which the code should carry.
     """
 
-    def __init__(self, num_images: int, centred: bool = False):
+    excluded: Tensor
+
+    def __init__(self, num_images: int, centred: bool = False, code_directions: int = 0):
         super().__init__()
         self.correction = nn.Parameter(torch.zeros(num_images, 6))
         self.centred = centred
+        if code_directions > 0:  # orthonormal columns over the images; zeros exclude nothing
+            self.register_buffer("excluded", torch.zeros(num_images, code_directions))
+
+    def exclude_codes(self, codes: Float[Tensor, "images D"]) -> None:
+        """Set the directions the corrections are kept orthogonal to: the ``code_directions`` main directions
+        (left singular vectors, over the images) of the images' codes less their mean."""
+        if not hasattr(self, "excluded"):
+            return
+        codes = codes.detach().to(self.correction)
+        u, s, _ = torch.linalg.svd(codes - codes.mean(dim=0), full_matrices=False)
+        k = self.excluded.shape[1]
+        kept = (s[:k] > 1e-6 * s[:1].clamp_min(1e-12)).to(u)  # a table still all alike excludes nothing
+        self.excluded = u[:, :k] * kept
 
     def corrections(self, image_idx: Int[Tensor, " B"]) -> Float[Tensor, "B 6"]:
-        """The corrections in use for these images (less the mean over all images when ``centred``)."""
-        picked = self.correction[image_idx.to(self.correction.device)]
-        return picked - self.correction.mean(dim=0) if self.centred else picked
+        """The corrections in use for these images: less the mean over all images when ``centred``, less
+        their part along the excluded code directions when there are any."""
+        used = self.correction
+        if self.centred:
+            used = used - used.mean(dim=0)
+        if hasattr(self, "excluded"):
+            used = used - self.excluded @ (self.excluded.T @ used)
+        return used[image_idx.to(self.correction.device)]
 
     def forward(self, cameras: Cameras, image_idx: Int[Tensor, " B"]) -> Cameras:
         """A copy of the (canonical-space) training cameras with their images' corrections applied."""
