@@ -91,7 +91,10 @@ VARIANTS: Dict[str, List[str]] = {
     "pose_weight01": ["--pipeline.model.pose-refinement-weight", "0.1"],
     "pose_outside_face": ["--pipeline.model.pose-refinement-from", "outside_face"],
     "pose_outside_parts": ["--pipeline.model.pose-refinement-from", "outside_parts"],
-    "pose_codes8": ["--pipeline.model.pose-refinement-code-directions", "8"],
+    "pose_codes8": ["--pipeline.model.pose-refinement-expression-directions", "8",
+                    "--pipeline.model.pose-refinement-expression-from", "codes"],
+    "pose_crops8": ["--pipeline.model.pose-refinement-expression-directions", "8",
+                    "--pipeline.model.pose-refinement-expression-from", "crops"],
     # Learning rates per part: the encoder (and its mapping) three times faster, so that codes separate
     # expressions before the static planes settle on an average; or the static planes at the networks'
     # rate instead of ten times it, so that the code-driven generator has to carry more of the detail.

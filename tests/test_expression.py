@@ -529,12 +529,12 @@ def test_pose_corrections_kept_apart_from_the_codes_main_directions():
     n = 40
     jaw = torch.linspace(-1.0, 1.0, n)[torch.randperm(n)]  # one expression, seen by the codes' first direction
     codes = jaw[:, None] * torch.randn(1, 16) + 0.01 * torch.randn(n, 16)
-    refine = HeadPoseRefinement(n, code_directions=1)
+    refine = HeadPoseRefinement(n, expression_directions=1)
     every = torch.arange(n)
     assert torch.equal(refine.excluded, torch.zeros(n, 1))
-    refine.exclude_codes(torch.zeros(n, 16))  # codes all alike: nothing to keep apart from
+    refine.exclude(torch.zeros(n, 16))  # codes all alike: nothing to keep apart from
     assert torch.equal(refine.excluded, torch.zeros(n, 1))
-    refine.exclude_codes(codes)
+    refine.exclude(codes)
     noise = torch.randn(n)
     with torch.no_grad():
         refine.correction[:, 4] = 0.1 * jaw  # a nod in step with the expression
@@ -543,6 +543,24 @@ def test_pose_corrections_kept_apart_from_the_codes_main_directions():
     assert float(used[:, 4].abs().max()) < 0.02 * 0.1  # what is left is the codes' own noise
     assert torch.allclose(used[:, 0], refine.correction[:, 0], atol=2e-3)
     assert float(refine.regularizer(every)) < float(refine.correction.pow(2).sum(-1).mean())
+
+
+def test_pose_corrections_read_the_expression_from_the_crops_drawn_so_far(synthetic_dataset: Path, tmp_path: Path):
+    trainer = tiny_trainer(synthetic_dataset, tmp_path, pose_refinement=True,
+                           pose_refinement_expression_directions=2, pose_refinement_expression_from="crops")
+    model, datamanager = trainer.pipeline.model, trainer.pipeline.datamanager
+    cams, batch = datamanager.next_train(0)
+    drawn = batch["image_idx"].reshape(-1)
+    model(cams, batch)
+    assert model.crop_seen.sum() == len(drawn) and bool(model.crop_seen[drawn].all())
+    excluded = model.pose_refinement.excluded  # the crops drawn so far differ in one direction only
+    assert torch.allclose(excluded[:, 0].norm(), torch.tensor(1.0), atol=1e-5) and float(excluded[:, 1].norm()) == 0
+    others = torch.ones(len(excluded), dtype=torch.bool)
+    others[drawn] = False
+    assert torch.allclose(excluded[others, 0], torch.zeros(int(others.sum())), atol=1e-6)  # undrawn: at the mean
+    with torch.no_grad():
+        model.pose_refinement.correction[:, 1] = excluded[:, 0]  # a shift that follows the crops
+    assert float(model.pose_refinement.corrections(torch.arange(len(excluded))).abs().max()) < 1e-5
 
 
 @pytest.mark.parametrize("parts", ["outside_face", "outside_parts"])

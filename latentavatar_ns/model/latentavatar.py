@@ -36,6 +36,10 @@ from latentavatar_ns.model.warm_start import CropDecoder
 from latentavatar_ns.utils.errors import ConfigError
 
 
+THUMBNAIL_SIDE = 16
+"""Side of the face-crop thumbnails whose main directions ``pose_refinement_expression_from crops`` reads."""
+
+
 @dataclass
 class LatentAvatarModelConfig(ModelConfig):
     """Defaults are the paper's configuration; ``latentavatar-tiny`` and ``latentavatar`` change some
@@ -156,12 +160,16 @@ class LatentAvatarModelConfig(ModelConfig):
     """Remove the corrections' mean over the training images, so that they move frames only against one another.
     Free corrections can also move every frame alike, against which the avatar moves the other way: its head
     then sits off the stored poses, and held-out frames seen from those poses miss it."""
-    pose_refinement_code_directions: int = 0
+    pose_refinement_expression_directions: int = 0
     """Keep the corrections, over the training images, orthogonal to this many main directions of the
-    images' expression codes (0: free). A mouth that opens or brows that rise can also be drawn as a nod,
-    and free corrections take that share; one that rises and falls with the code is removed, while
+    images' expressions (0: free). A mouth that opens or brows that rise can also be drawn as a nod, and
+    free corrections take that share; one that rises and falls with the expression is removed, while
     tracker error, which does not follow the expression, stays. Each direction also removes a share
     (direction count / images) of the error's own frame-to-frame variance."""
+    pose_refinement_expression_from: Literal["crops", "codes"] = "crops"
+    """Where those directions are read: ``crops``, thumbnails of the face crops the encoder sees, which
+    show the expression but not the stored pose's error (the crop is placed by the face itself); or
+    ``codes``, the expression codes, which can learn the pose error before the corrections do."""
     pose_refinement_from: Literal["frame", "outside_face", "outside_parts"] = "frame"
     """Which pixels' error moves the pose corrections. A mouth that opens or brows that rise can also be
     explained by moving the head (a nod), and free corrections take that share, which a head rendered from
@@ -260,6 +268,8 @@ class LatentAvatarModel(Model):
     config: LatentAvatarModelConfig
     frame_codes: Tensor
     train_image_codes: Tensor
+    crop_thumbnails: Tensor
+    crop_seen: Tensor
     background: Tensor
 
     def populate_modules(self) -> None:
@@ -301,7 +311,13 @@ class LatentAvatarModel(Model):
         self.superres = SuperResolution(cfg.feature_dim, cfg.sr_width, cfg.sr_scale,
                                         style_dim=cfg.theta_dim if cfg.code_to_sr else 0, residual=cfg.sr_residual)
         self.pose_refinement = HeadPoseRefinement(self.num_train_data, cfg.pose_refinement_centred,
-                                                  cfg.pose_refinement_code_directions) if cfg.pose_refinement else None
+                                                  cfg.pose_refinement_expression_directions) \
+            if cfg.pose_refinement else None
+        if cfg.pose_refinement and cfg.pose_refinement_expression_directions > 0 \
+                and cfg.pose_refinement_expression_from == "crops":  # each training image's crop, as last drawn
+            self.register_buffer("crop_thumbnails", torch.zeros(self.num_train_data, 3 * THUMBNAIL_SIDE ** 2),
+                                 persistent=False)
+            self.register_buffer("crop_seen", torch.zeros(self.num_train_data, dtype=torch.bool), persistent=False)
         self.crop_decoder = CropDecoder(cfg.code_dim, cfg.encoder_crop_size) \
             if cfg.code_reconstruction_weight > 0 else None
         background = metadata.get("background_color", torch.ones(3))
@@ -465,8 +481,9 @@ class LatentAvatarModel(Model):
             if self.config.code_noise_std > 0:
                 code = code + torch.randn_like(code) * self.config.code_noise_std * self.code_table.spread()
             if self.pose_refinement is not None and batch is not None and "image_idx" in batch:
-                self.pose_refinement.exclude_codes(self.frame_codes[self.train_image_codes])
-                cameras = self.pose_refinement(cameras, torch.as_tensor(batch["image_idx"]).reshape(-1))
+                image_idx = torch.as_tensor(batch["image_idx"]).reshape(-1)
+                self.pose_refinement.exclude(self.expression_features(batch, image_idx))
+                cameras = self.pose_refinement(cameras, image_idx)
             window = self.training_window(cameras) if batch is not None and "image" in batch else None
             out = self.render_code(code, cameras, window, self.pose_detached_boxes(batch))
             if self.crop_decoder is not None:
@@ -488,6 +505,23 @@ class LatentAvatarModel(Model):
         source = self._code_source[0]
         code = source.code_for(cameras, self.code_table) if source is not None else None
         return self.code_table.lookup(cameras) if code is None else code
+
+    def expression_features(self, batch: Dict, image_idx: Tensor) -> Optional[Float[Tensor, "images F"]]:
+        """Per training image, what the pose corrections are kept apart from (``pose_refinement_expression_from``),
+        or None when they are free. Crops not drawn yet stand at the mean of those that have been."""
+        cfg = self.config
+        if cfg.pose_refinement_expression_directions == 0:
+            return None
+        if cfg.pose_refinement_expression_from == "codes":
+            return self.frame_codes[self.train_image_codes]
+        if "encoder_crop" not in batch:
+            return None
+        crops = self.encoder_crops(batch["encoder_crop"].to(self.device))
+        idx = image_idx.to(self.device)
+        self.crop_thumbnails[idx] = F.adaptive_avg_pool2d(crops, THUMBNAIL_SIDE).flatten(1).detach()
+        self.crop_seen[idx] = True
+        seen = self.crop_seen[:, None]
+        return torch.where(seen, self.crop_thumbnails, self.crop_thumbnails[self.crop_seen].mean(dim=0))
 
     def pose_detached_boxes(self, batch: Optional[Dict]) -> Optional[Float[Tensor, "B K 4"]]:
         """Boxes (fractions of the frame) whose pixels do not move the pose corrections (``pose_refinement_from``)."""

@@ -10,7 +10,7 @@ fits the same correction to a single image at test time (``fit_head_pose``).
 from __future__ import annotations
 
 import copy
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch
 from jaxtyping import Float, Int
@@ -26,29 +26,29 @@ class HeadPoseRefinement(nn.Module):
     is the same as moving the head the other way: the camera stays where it is in the frame's video.
     ``centred`` removes the corrections' mean before use, so that they only move frames against one
     another: a motion shared by every frame is the avatar's own placement, which the stored poses fix.
-    ``code_directions`` keeps the corrections, taken over the images, orthogonal to that many main
-    directions of the images' expression codes (``exclude_codes``): a correction that rises and falls
-    with an expression is that expression drawn as a head motion, which the code should carry.
+    ``expression_directions`` keeps the corrections, taken over the images, orthogonal to that many main
+    directions of per-image expression features (``exclude``): a correction that rises and falls with an
+    expression is that expression drawn as a head motion, which the code should carry.
     """
 
     excluded: Tensor
 
-    def __init__(self, num_images: int, centred: bool = False, code_directions: int = 0):
+    def __init__(self, num_images: int, centred: bool = False, expression_directions: int = 0):
         super().__init__()
         self.correction = nn.Parameter(torch.zeros(num_images, 6))
         self.centred = centred
-        if code_directions > 0:  # orthonormal columns over the images; zeros exclude nothing
-            self.register_buffer("excluded", torch.zeros(num_images, code_directions))
+        if expression_directions > 0:  # orthonormal columns over the images; zeros exclude nothing
+            self.register_buffer("excluded", torch.zeros(num_images, expression_directions))
 
-    def exclude_codes(self, codes: Float[Tensor, "images D"]) -> None:
-        """Set the directions the corrections are kept orthogonal to: the ``code_directions`` main directions
-        (left singular vectors, over the images) of the images' codes less their mean."""
-        if not hasattr(self, "excluded"):
+    def exclude(self, features: Optional[Float[Tensor, "images D"]]) -> None:
+        """Set the directions the corrections are kept orthogonal to: the ``expression_directions`` main
+        directions (left singular vectors, over the images) of the images' features less their mean."""
+        if not hasattr(self, "excluded") or features is None:
             return
-        codes = codes.detach().to(self.correction)
-        u, s, _ = torch.linalg.svd(codes - codes.mean(dim=0), full_matrices=False)
+        features = features.detach().to(self.correction)
+        u, s, _ = torch.linalg.svd(features - features.mean(dim=0), full_matrices=False)
         k = self.excluded.shape[1]
-        kept = (s[:k] > 1e-6 * s[:1].clamp_min(1e-12)).to(u)  # a table still all alike excludes nothing
+        kept = (s[:k] > 1e-4 * s[:1].clamp_min(1e-12)).to(u)  # features still all alike exclude nothing
         self.excluded = u[:, :k] * kept
 
     def corrections(self, image_idx: Int[Tensor, " B"]) -> Float[Tensor, "B 6"]:
