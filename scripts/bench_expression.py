@@ -93,6 +93,8 @@ VARIANTS: Dict[str, List[str]] = {
     "pose_outside_parts": ["--pipeline.model.pose-refinement-from", "outside_parts"],
     "pose_codes8": ["--pipeline.model.pose-refinement-expression-directions", "8",
                     "--pipeline.model.pose-refinement-expression-from", "codes"],
+    "pose_crops3": ["--pipeline.model.pose-refinement-expression-directions", "3",
+                    "--pipeline.model.pose-refinement-expression-from", "crops"],
     "pose_crops8": ["--pipeline.model.pose-refinement-expression-directions", "8",
                     "--pipeline.model.pose-refinement-expression-from", "crops"],
     # Learning rates per part: the encoder (and its mapping) three times faster, so that codes separate
