@@ -495,6 +495,20 @@ def _pose_correction_scores(refinement, data: Path) -> Dict:
     return out
 
 
+def _pose_error_shared_with_expression(data: Path) -> Optional[Dict]:
+    """For a case with error in its stored poses: how much of each component of the error a linear map reads
+    (``linear_probe``) from the ground-truth expressions and from the true poses. What it reads, no
+    correction kept apart from the expression (or pose) can take without also taking that share."""
+    params = [load_params(f.params) for f in list_frames(data / "train")]
+    truth = _expressions(data, "train")
+    if truth is None or not all("true_pose" in p.extra for p in params):
+        return None
+    true = np.stack([np.asarray(p.extra["true_pose"]).reshape(6) for p in params])
+    error = np.stack([p.pose for p in params]) - true
+    return {"from_expression_r2": [float(v) for v in linear_probe(truth, error)],
+            "from_true_pose_r2": [float(v) for v in linear_probe(true, error)]}
+
+
 def _summary(results: Dict, reference: str) -> Dict:
     """Per case and variant: the headline numbers, and their differences from the reference variant."""
     out: Dict[str, Dict] = {}
@@ -539,6 +553,7 @@ def main() -> None:
         runs = work / "runs"
         runs.mkdir(parents=True, exist_ok=True)
         datasets = {case: _make_case(case, CASES[case], cfg, work) for case in cfg.cases}
+        shared = {case: found for case in cfg.cases if (found := _pose_error_shared_with_expression(datasets[case]))}
         jobs = [(f"{case}__{variant}", datasets[case], variant) for case in cfg.cases for variant in cfg.variants]
         seconds = _train_all(cfg, jobs, runs)
         scorer = RegionScorer(load_lpips("alex", required=False))
@@ -562,6 +577,7 @@ def main() -> None:
         "pose_noise": {"jitter_deg": JITTER_DEG, "jitter_canonical": JITTER_CANONICAL,
                        "drift_deg": DRIFT_DEG, "drift_canonical": DRIFT_CANONICAL},
         "pose_follows_mouth": {"pitch_deg_per_std": MOUTH_NOD_DEG, "shift_canonical_per_std": MOUTH_NOD_CANONICAL},
+        "pose_error_shared_with_expression": shared,
         "summary": _summary(results, cfg.variants[0]),
         "results": results,
     }
