@@ -53,8 +53,8 @@ class HeadPoseRefinement(nn.Module):
 
     def corrections(self, image_idx: Int[Tensor, " B"]) -> Float[Tensor, "B 6"]:
         """The corrections in use for these images: less the mean over all images when ``centred``, less
-        their part along the excluded code directions when there are any."""
-        used = self.correction
+        their part along the excluded expression directions when there are any."""
+        used: Tensor = self.correction
         if self.centred:
             used = used - used.mean(dim=0)
         if hasattr(self, "excluded"):
