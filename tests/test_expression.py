@@ -780,6 +780,13 @@ def test_density_symmetry_needs_a_box_centred_on_the_face(synthetic_dataset: Pat
         trainer.setup()
 
 
+def test_pose_correction_options_without_pose_refinement_are_refused(synthetic_dataset: Path, tmp_path: Path):
+    trainer = tiny_trainer_config(synthetic_dataset, tmp_path, pose_refinement_from="outside_face").setup()
+    with pytest.raises(ConfigError, match="pose-refinement-from shapes the pose corrections, and this avatar "
+                                          "learns none: set --pipeline.model.pose-refinement True"):
+        trainer.setup()
+
+
 def test_an_unknown_view_dependence_is_refused_when_the_model_is_built(synthetic_dataset: Path, tmp_path: Path):
     config = tiny_trainer_config(synthetic_dataset, tmp_path)
     config.pipeline.model.view_dependent = "sometimes"  # type: ignore[assignment]  # as a hand-edited config.yml

@@ -281,6 +281,13 @@ class LatentAvatarModel(Model):
         if cfg.view_dependent not in (True, False, "auto"):  # a hand-edited config.yml, say
             raise ConfigError(f"view_dependent must be True, False or 'auto', got {cfg.view_dependent!r}: "
                               "set --pipeline.model.view-dependent to one of them")
+        shaping = [flag for flag, on in (("pose-refinement-centred", cfg.pose_refinement_centred),
+                                         ("pose-refinement-from", cfg.pose_refinement_from != "frame"),
+                                         ("pose-refinement-expression-directions",
+                                          cfg.pose_refinement_expression_directions > 0)) if on]
+        if shaping and not cfg.pose_refinement:
+            raise ConfigError(f"--pipeline.model.{shaping[0]} shapes the pose corrections, and this avatar learns none: "
+                              "set --pipeline.model.pose-refinement True or leave it at its default")
         x_lo, x_hi = (float(x) for x in self.scene_box.aabb[:, 0])
         if cfg.density_symmetry_weight > 0 and abs(x_lo + x_hi) > 1e-6:
             raise ConfigError(f"density_symmetry_weight mirrors the head across canonical x = 0, but the scene box's "
