@@ -286,8 +286,8 @@ class LatentAvatarModel(Model):
                                          ("pose-refinement-expression-directions",
                                           cfg.pose_refinement_expression_directions > 0)) if on]
         if shaping and not cfg.pose_refinement:
-            raise ConfigError(f"--pipeline.model.{shaping[0]} shapes the pose corrections, and this avatar learns none: "
-                              "set --pipeline.model.pose-refinement True or leave it at its default")
+            raise ConfigError(f"--pipeline.model.{shaping[0]} shapes the pose corrections, and this avatar learns "
+                              "none: set --pipeline.model.pose-refinement True or leave it at its default")
         x_lo, x_hi = (float(x) for x in self.scene_box.aabb[:, 0])
         if cfg.density_symmetry_weight > 0 and abs(x_lo + x_hi) > 1e-6:
             raise ConfigError(f"density_symmetry_weight mirrors the head across canonical x = 0, but the scene box's "
