@@ -32,7 +32,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -391,6 +391,11 @@ def _expressions(data: Path, split: str) -> Optional[np.ndarray]:
     return None if any(e is None for e in frames) else np.stack(frames).astype(np.float64)
 
 
+def _expression_keys(data: Path) -> List[str]:
+    """Names of a synthetic case's expression parameters, in the order ``_expressions`` gives them."""
+    return json.loads((data / "synth.json").read_text())["expression_keys"]
+
+
 def _rare_eval_frames(data: Path) -> Optional[List[int]]:
     """Held-out frames whose ground-truth expression is farther than the median from every training one."""
     train, held = _expressions(data, "train"), _expressions(data, "eval")
@@ -453,7 +458,7 @@ def _score_pipeline(pipeline, data: Path, cfg: BenchExpression, scorer: RegionSc
                                                     test_pose_steps=cfg.test_pose_steps)
     truth = _expressions(data, "train")
     if truth is not None:  # synthetic heads: which expression parameters the training frames' codes hold
-        keys = json.loads((data / "synth.json").read_text())["expression_keys"]
+        keys = _expression_keys(data)
         poses = np.stack([load_params(f.params).pose for f in list_frames(data / "train")])
         codes = encoded_codes(pipeline, "train", range(n_train))
         result["probe_r2"] = {name: {key: float(v) for key, v in zip(keys, linear_probe(features, truth))}
@@ -486,25 +491,31 @@ def _pose_correction_scores(refinement, data: Path) -> Dict:
                  "translation_canonical": float(np.linalg.norm(c[:, :3], axis=1).mean())}
     truth = _expressions(data, "train")
     if truth is not None:
-        keys = json.loads((data / "synth.json").read_text())["expression_keys"]
+        keys = _expression_keys(data)
         out["expression_r2"] = {key: float(v) for key, v in zip(keys, linear_probe(c, truth))}
-    params = [load_params(f.params) for f in list_frames(data / "train")]
-    if all("true_pose" in p.extra for p in params):
-        error = np.stack([p.pose - np.asarray(p.extra["true_pose"]).reshape(6) for p in params])
-        out["stored_error_r2"] = [float(v) for v in linear_probe(c, error)]
+    poses = _true_and_stored_poses(data)
+    if poses is not None:
+        out["stored_error_r2"] = [float(v) for v in linear_probe(c, poses[1] - poses[0])]
     return out
+
+
+def _true_and_stored_poses(data: Path) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """(frames, 6) true and stored training poses of a case whose stored poses carry error, else None."""
+    params = [load_params(f.params) for f in list_frames(data / "train")]
+    if not all("true_pose" in p.extra for p in params):
+        return None
+    return (np.stack([np.asarray(p.extra["true_pose"]).reshape(6) for p in params]),
+            np.stack([np.asarray(p.pose).reshape(6) for p in params]))
 
 
 def _pose_error_shared_with_expression(data: Path) -> Optional[Dict]:
     """For a case with error in its stored poses: how much of each component of the error a linear map reads
     (``linear_probe``) from the ground-truth expressions and from the true poses. What it reads, no
     correction kept apart from the expression (or pose) can take without also taking that share."""
-    params = [load_params(f.params) for f in list_frames(data / "train")]
-    truth = _expressions(data, "train")
-    if truth is None or not all("true_pose" in p.extra for p in params):
+    truth, poses = _expressions(data, "train"), _true_and_stored_poses(data)
+    if truth is None or poses is None:
         return None
-    true = np.stack([np.asarray(p.extra["true_pose"]).reshape(6) for p in params])
-    error = np.stack([p.pose for p in params]) - true
+    true, error = poses[0], poses[1] - poses[0]
     return {"from_expression_r2": [float(v) for v in linear_probe(truth, error)],
             "from_true_pose_r2": [float(v) for v in linear_probe(true, error)]}
 
