@@ -267,7 +267,8 @@ class BenchExpression:
     """Where the numbers go; contact sheets are written beside it."""
     test_pose_steps: int = 0
     """Also score held-out frames from the head pose fitted to each image (``fit_head_pose``, this many
-    steps) as ``heldout_fitted_pose``; 0 scores them from their stored pose only."""
+    steps; 120 lets a tracker-sized error settle) as ``heldout_fitted_pose``; 0 scores them from their
+    stored pose only."""
     work_dir: Optional[Path] = None
     """Keep datasets and runs here (default: a temporary folder); existing datasets and finished runs are reused."""
 
